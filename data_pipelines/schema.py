@@ -106,11 +106,14 @@ def parse_example(serialized, fields: tuple[str, ...]) -> dict:
         if name in BYTES_FIELDS:
             out[name] = parsed[name]
             continue
+        rank = TOKEN_FIELDS.get(name, FLOAT_FIELDS.get(name))
         values = tf.sparse.to_dense(parsed[name])
         shape = tf.cast(tf.sparse.to_dense(parsed[name + "_shape"]), tf.int32)
+        # A field the example lacks (e.g. audio of a silent clip) parses as a zero-size
+        # array of the field's rank, so a reader can tell absent from present.
+        shape = tf.concat([shape, tf.zeros([rank], tf.int32)], 0)[:rank]
         values = tf.reshape(values, shape)
         out[name] = tf.cast(values, tf.int32) if name in TOKEN_FIELDS else values
-        rank = TOKEN_FIELDS.get(name, FLOAT_FIELDS.get(name))
         out[name].set_shape([None] * rank)
     return out
 
