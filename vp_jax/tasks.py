@@ -251,7 +251,11 @@ class Geometry:
 
 def sequence_lengths(task: TaskSpec, geometry: Geometry, vocab: Vocabulary) -> tuple[int, int]:
     """(prefix length, output length) at the longest caption."""
-    inputs, targets = build_sequence(task, geometry.dummy_fields(), vocab)
+    # Caption slots count the same as tokens or as T5 embeddings; the embedding form needs
+    # no text vocabulary (text_vocab_size may be 0 in "t5" text mode).
+    fields = dict(geometry.dummy_fields(),
+                  text_embeddings=np.zeros([geometry.text_length, 1], np.float32))
+    inputs, targets = build_sequence(task, fields, vocab)
     return len(inputs), len(targets)
 
 
