@@ -1,0 +1,194 @@
+"""Behaviour of the prefix-LM transformer: mask, text slots, KV cache, logical names, validation."""
+import dataclasses
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vp_jax.attention import (dense_attention, kv_cache_logical_axes, prefix_lm_mask, splash_attention,
+                              xla_attention)
+from vp_jax.model import TextEmbeddingSlots, Transformer, validate_batch
+from vp_jax.model_config import TransformerConfig, default_model_config
+from vp_jax.vocabulary import Modality
+
+TINY = TransformerConfig(vocab_size=64, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2, head_dim=8,
+                         mlp_dim=64)
+
+
+def _batch(batch_size=2, length=10, prefix_length=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        'input_tokens': rng.integers(1, TINY.vocab_size, (batch_size, length)).astype(np.int32),
+        'positions': np.tile(np.arange(length, dtype=np.int32), (batch_size, 1)),
+        'segment_ids': np.ones((batch_size, length), np.int32),
+        'prefix_mask': np.tile((np.arange(length) < prefix_length).astype(np.int32), (batch_size, 1)),
+        'input_modality': np.full((batch_size, length), int(Modality.VISUAL), np.int32),
+    }
+
+
+@pytest.fixture(scope='module')
+def tiny_variables():
+    """Scanned-layer variables of TINY, created once for the module (compiles are the slow part)."""
+    return nn.unbox(jax.jit(Transformer(TINY).init)(jax.random.key(0), _batch()))
+
+
+def _unrolled(variables):
+    """The same weights laid out for scan_layers=False (layers_0, layers_1, ...)."""
+    params = dict(variables['params'])
+    decoder = params.pop('decoder')['layers']
+    params['decoder'] = {f'layers_{i}': jax.tree.map(lambda p: p[i], decoder) for i in range(TINY.num_layers)}
+    return {'params': params}
+
+
+def test_mask_follows_prefix_causal_segment_and_padding_rules():
+    segment_ids = jnp.array([[1, 1, 1, 2, 2, 0]])
+    prefix = jnp.array([[1, 1, 0, 1, 0, 0]])
+    index = jnp.arange(6)
+    expected = np.array([
+        [1, 1, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0, 0],
+        [0, 0, 0, 1, 0, 0],
+        [0, 0, 0, 1, 1, 0],
+        [0, 0, 0, 0, 0, 0],
+    ], bool)
+    np.testing.assert_array_equal(prefix_lm_mask(segment_ids, segment_ids, prefix, prefix, index, index)[0], expected)
+
+
+@pytest.mark.parametrize('prefix_length', [0, 20, 70])
+def test_causal_block_skipping_equalsdense_attention_for_any_prefix(prefix_length):
+    rng = np.random.default_rng(prefix_length)
+    q, k, v = (jnp.asarray(rng.normal(size=(2, 128, heads, 8)), jnp.float32) for heads in (4, 2, 2))
+    segment_ids = jnp.asarray(np.where(np.arange(128) < 100, 1, 2)[None].repeat(2, 0))
+    prefix = jnp.asarray((np.arange(128) < prefix_length)[None].repeat(2, 0).astype(np.int32))
+    index = jnp.arange(128)
+    mask = prefix_lm_mask(segment_ids, segment_ids, prefix, prefix, index, index)
+    # Blocks of 32 rows: prefix 20 stays in block 0 (skipping is exact), 70 reaches block 2 (dense).
+    blocked = jax.jit(functools.partial(xla_attention, block=32))(q, k, v, mask)
+    np.testing.assert_allclose(blocked, dense_attention(q, k, v, mask), atol=1e-5)
+
+
+def test_output_tokens_do_not_change_prefix_logits(tiny_variables):
+    model, batch, variables = Transformer(TINY), _batch(), tiny_variables
+    changed = dict(batch, input_tokens=batch['input_tokens'].copy())
+    changed['input_tokens'][:, 6:] = 7
+    apply = jax.jit(model.apply)
+    before, after = apply(variables, batch), apply(variables, changed)
+    np.testing.assert_allclose(before[:, :6], after[:, :6], atol=1e-5)
+    assert np.abs(before[:, 6:] - after[:, 6:]).max() > 1e-3
+
+
+@pytest.mark.parametrize('scan_layers', [True, False])
+def test_cached_decoding_matches_full_recompute(scan_layers, tiny_variables):
+    config = dataclasses.replace(TINY, scan_layers=scan_layers)
+    model = Transformer(config)
+    batch = _batch(length=10, prefix_length=4)
+    variables = tiny_variables if scan_layers else _unrolled(tiny_variables)
+    full = jax.jit(model.apply)(variables, batch)
+    if not scan_layers:  # the unrolled stack computes what the scanned one does.
+        np.testing.assert_allclose(full, jax.jit(Transformer(TINY).apply)(tiny_variables, batch), atol=1e-5)
+    prefill = jax.jit(lambda v, b: model.apply(v, b, cache_length=12, method=Transformer.prefill))
+    decode_step = jax.jit(lambda v, t, p, c: model.apply(v, t, p, c, method=Transformer.decode_step))
+    # Prefill the 4 prefix tokens and the first 2 outputs, then decode the rest one by one.
+    start = 6
+    prefix_batch = {key: value[:, :start] for key, value in batch.items()}
+    logits, cache = prefill(variables, prefix_batch)
+    np.testing.assert_allclose(logits, full[:, :start], atol=1e-5)
+    decoded = []
+    for t in range(start, 10):
+        step_logits, cache = decode_step(variables, batch['input_tokens'][:, t:t + 1], batch['positions'][:, t:t + 1],
+                                         cache)
+        decoded.append(step_logits)
+    np.testing.assert_allclose(np.concatenate(decoded, axis=1), full[:, start:], atol=1e-5)
+    assert int(cache['index']) == 10
+    assert cache['key'].shape == (config.num_layers, 2, 12, config.num_kv_heads, config.head_dim)
+    assert set(cache) == set(kv_cache_logical_axes())
+
+
+def test_text_embeddings_land_on_their_slots_in_order():
+    config = dataclasses.replace(TINY, text_embedding_dim=3)
+    module = TextEmbeddingSlots(config)
+    x = jnp.zeros((1, 6, config.d_model))
+    modality = jnp.array([[1, 3, 3, 3, 1, 4]])
+    text = jnp.arange(9, dtype=jnp.float32).reshape(1, 3, 3)
+    variables = nn.unbox(module.init(jax.random.key(0), x, text, modality))
+    out = module.apply(variables, x, text, modality)
+    kernel, bias = variables['params']['kernel'], variables['params']['bias']
+    projected = text[0] @ kernel + bias
+    np.testing.assert_allclose(out[0, 1:4], projected, rtol=1e-6)
+    np.testing.assert_array_equal(out[0, [0, 4, 5]], 0.0)
+
+
+def test_every_parameter_carries_logical_axis_names():
+    for scan_layers in (True, False):
+        config = dataclasses.replace(TINY, scan_layers=scan_layers, text_embedding_dim=4, position_embedding='learned',
+                                     norm='layernorm')
+        batch = dict(_batch(), text_embeddings=np.zeros((2, 2, 4), np.float32))
+        params = jax.eval_shape(Transformer(config).init, jax.random.key(0), batch)['params']
+        leaves = jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+        assert leaves and all(isinstance(leaf, nn.LogicallyPartitioned) for leaf in leaves)
+        if scan_layers:
+            assert params['decoder']['layers']['mlp']['wi_gate'].names == ('layers', 'embed', 'mlp')
+
+
+def test_tied_embeddings_reuse_the_token_embedding_for_logits(tiny_variables):
+    config = dataclasses.replace(TINY, tie_embeddings=True, mlp_activation='gelu', remat_policy='full')
+    params = jax.eval_shape(Transformer(config).init, jax.random.key(0), _batch())['params']
+    assert 'logits' not in params
+    tied = {'params': {k: v for k, v in tiny_variables['params'].items() if k != 'logits'}}
+    hidden_logits = jax.jit(Transformer(config).apply)(tied, _batch())
+    assert hidden_logits.shape == (2, 10, TINY.vocab_size) and np.isfinite(hidden_logits).all()
+
+
+def test_bad_config_values_name_the_field():
+    with pytest.raises(ValueError, match='num_heads=6 must be a multiple of config.model.num_kv_heads=4'):
+        dataclasses.replace(TINY, num_heads=6, num_kv_heads=4)
+    with pytest.raises(ValueError, match="attention_impl='flash'"):
+        dataclasses.replace(TINY, attention_impl='flash')
+    with pytest.raises(ValueError, match=r"unknown fields \['num_layer'\]"):
+        TransformerConfig.from_config(dict(default_model_config().to_dict(), num_layer=3))
+    assert TransformerConfig.from_config(default_model_config()).num_kv_heads == 4
+
+
+def test_validate_batch_rejects_out_of_range_ids_and_missing_text():
+    batch = _batch()
+    validate_batch(batch, TINY)
+    bad = dict(batch, input_tokens=batch['input_tokens'].copy())
+    bad['input_tokens'][0, 0] = TINY.vocab_size
+    with pytest.raises(ValueError, match=r'batch\[input_tokens\] has ids in \[.*, 64\]'):
+        validate_batch(bad, TINY)
+    with_slots = dict(batch, input_modality=batch['input_modality'].copy())
+    with_slots['input_modality'][:, 1:4] = int(Modality.TEXT_EMBEDDING)
+    with pytest.raises(ValueError, match="no 'text_embeddings'"):
+        validate_batch(with_slots, dataclasses.replace(TINY, text_embedding_dim=4))
+    with pytest.raises(ValueError, match='has 3 text-embedding slots but text_embeddings has only 2'):
+        validate_batch(dict(with_slots, text_embeddings=np.zeros((2, 2, 4), np.float32)),
+                       dataclasses.replace(TINY, text_embedding_dim=4))
+
+
+def test_accelerator_kernels_refuse_to_run_on_cpu():
+    q = jnp.zeros((1, 128, 2, 8))
+    with pytest.raises(RuntimeError, match="attention_impl='splash' needs a TPU"):
+        splash_attention(q, q, q, jnp.ones((1, 128), jnp.int32), jnp.zeros((1, 128), jnp.int32))
+    model = Transformer(dataclasses.replace(TINY, attention_impl='cudnn'))
+    with pytest.raises(RuntimeError, match="attention_impl='cudnn' needs a GPU"):
+        jax.eval_shape(model.init, jax.random.key(0), _batch())
+
+
+@pytest.mark.slow
+def test_splash_attention_in_interpret_mode_matches_xla_reference():
+    rng = np.random.default_rng(0)
+    length, heads, kv_heads, head_dim = 256, 4, 2, 64
+    q = jnp.asarray(rng.normal(size=(2, length, heads, head_dim)), jnp.float32) * 0.125
+    k = jnp.asarray(rng.normal(size=(2, length, kv_heads, head_dim)), jnp.float32)
+    v = jnp.asarray(rng.normal(size=(2, length, kv_heads, head_dim)), jnp.float32)
+    segment_ids = jnp.asarray(np.where(np.arange(length) < 160, 1, 2)[None].repeat(2, 0), jnp.int32)
+    prefix = jnp.asarray(((np.arange(length) < 40) | ((np.arange(length) >= 160) & (np.arange(length) < 200)))[None]
+                         .repeat(2, 0), jnp.int32)
+    index = jnp.arange(length)
+    reference = xla_attention(q, k, v, prefix_lm_mask(segment_ids, segment_ids, prefix, prefix, index, index))
+    out = splash_attention(q, k, v, segment_ids, prefix, interpret=True)
+    np.testing.assert_allclose(out, reference, atol=2e-4)
