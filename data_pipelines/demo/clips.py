@@ -106,7 +106,15 @@ def demo_clip(split: str, index: int, seed: int, size: int = 32, num_frames: int
     sprite_size = max(4, int(round(size * 3 / 8)))
     limit = size - sprite_size
     speed = SPEEDS[speed_word] * size / 32
-    start = (int(rng.integers(0, limit + 1)), int(rng.integers(0, limit + 1)))
+    # On the moving axis the sprite starts at least two steps from the wall it heads for, so
+    # the first frames always show the captioned direction (a bounce on frame 1 would make the
+    # clip visibly move the other way from its caption).
+    dx, dy = motion.DIRECTIONS[direction]
+    room = int(np.ceil(2 * speed))
+    start = tuple(
+        int(rng.integers(room, limit + 1)) if d < 0 else
+        int(rng.integers(0, limit - room + 1)) if d > 0 else int(rng.integers(0, limit + 1))
+        for d in (dx, dy))
     positions, bounces = motion.bouncing_positions(start, direction, speed, num_frames, limit)
     background = _background(rng, background_name, size)
     video = _render(background, images[pick], positions, sprite_size)
