@@ -44,6 +44,12 @@ _DATA = [
 _TEST = [
     "pytest>=8,<10",
     "pytest-xdist>=3.5,<4",
+    # The T5 encoder is checked against the PyTorch reference on tiny random weights, and the
+    # packaging test imports Hugging Face's own `tokenizers` next to ours. Test-only: the
+    # runtime never imports torch or transformers.
+    "torch==2.13.0",
+    "transformers>=5.0,<6",
+    "tokenizers>=0.22,<0.24",
 ]
 
 setuptools.setup(

@@ -154,12 +154,10 @@ def describe_shards(data_config: ml_collections.ConfigDict) -> DataDescription:
 
 
 def length_groups(data_config, vocab, geometry) -> tuple:
-    from data_pipelines.mixtures import make_length_groups
+    """The AGD length groups of config.data (owned by the input pipeline)."""
+    from data_pipelines.input_pipeline import length_groups as input_length_groups
 
-    spec = data_config.length_groups
-    spec = spec if spec == 'auto' else [list(group) for group in spec]
-    return make_length_groups({k: float(v) for k, v in data_config.tasks.items()}, geometry, vocab, spec,
-                              float(data_config.get('length_group_max_padding', 0.1)))
+    return input_length_groups(data_config, vocab, geometry)
 
 
 def resolve_for_data(config: ml_collections.ConfigDict, data: DataDescription) -> ml_collections.ConfigDict:
