@@ -203,19 +203,10 @@ def read_image(path: str) -> np.ndarray:
 
 
 def read_audio(path: str, sample_rate: int = 16000) -> np.ndarray:
-    """Decodes the first audio stream (wav, mp4, ...) to float32 mono [samples] at `sample_rate`."""
-    _check_rate(sample_rate, "sample_rate")
-    with _open_for_reading(path) as container:
-        if not container.streams.audio:
-            raise ValueError(f"{path} has no audio stream")
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=int(sample_rate))
-        chunks = []
-        try:
-            for frame in container.decode(container.streams.audio[0]):
-                chunks.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(frame))
-            chunks.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(None))
-        except av.FFmpegError as e:
-            raise ValueError(f"corrupt audio stream in {path}: {e}") from e
-    if not chunks:
-        raise ValueError(f"{path}: the audio stream has no decodable samples")
-    return np.concatenate(chunks).astype(np.float32)
+    """Decodes the first audio stream (wav, mp4, ...) to float32 mono [samples] at `sample_rate`.
+
+    One reader serves the whole project: the audio tokenizer's (channel mean, resampled).
+    """
+    from vp_tokenizers.soundstream import audio_io
+
+    return audio_io.read_audio(path, int(sample_rate))
