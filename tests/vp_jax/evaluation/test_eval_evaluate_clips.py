@@ -71,8 +71,8 @@ def test_directory_scores_right_clips_high_wrong_clips_low_and_skips_bad_ones(cl
     assert t2v["digit_correct"].ceiling == 1.0 and t2v["direction_correct"].ceiling == 1.0
     assert tasks["video_to_audio"]["pitch_class_correct"].value == 1.0
     assert tasks["video_to_audio"]["click_f1"].value == 1.0
-    assert tasks["i2v"]["first_frame_psnr"].value > 35
-    assert tasks["reconstruction"]["psnr"].ceiling > 35 and tasks["reconstruction"]["si_snr_db"].ceiling > 30
+    assert tasks["i2v"]["first_frame_psnr"].value > 30  # the real first frame through H.264
+    assert tasks["reconstruction"]["psnr"].ceiling > 30 and tasks["reconstruction"]["si_snr_db"].ceiling > 30
     frechet = t2v["frechet_distance"]
     assert frechet.value > 0 and frechet.ceiling is not None and frechet.higher_is_better is False
 
