@@ -1,0 +1,66 @@
+"""MAGVIT-v2 tokenizer for the embedded demo, trainable on a 2-core CPU.
+
+    python -m vp_tokenizers.magvit2.train --config=experiments/magvit2_demo.py --workdir=/tmp/magvit2_demo
+
+17 frames of 32x32 -> latents (5, 8, 8): spatial 4x, temporal 4x, K bits per token.
+Variants (`--config=experiments/magvit2_demo.py:<variant>`):
+  (none)   the demo tokenizer on the embedded demo clips: image-first, then video; L2 + LFQ.
+  quick    a tiny model and a few steps, for tests and smoke runs.
+  gan      the demo tokenizer plus discriminator (non-saturating, R1, LeCam).
+  photos   trains on scikit-image photos moved by pans and zooms instead of the demo clips.
+"""
+import ml_collections
+
+
+def get_config(arg=None):
+  variants = set(filter(None, (arg or "").split(",")))
+  unknown = variants - {"quick", "gan", "photos"}
+  if unknown:
+    raise ValueError(f"magvit2_demo: unknown variants {sorted(unknown)}")
+  c = ml_collections.ConfigDict()
+  c.workdir = "/tmp/magvit2_demo"
+  c.seed = 0
+  c.log_every_steps = 25
+  c.mesh = {"data": -1, "fsdp": 1, "tensor": 1}
+
+  c.model = dict(num_bits=10, base_channels=16, channel_multipliers=(1, 2, 4), num_res_blocks=1,
+                 spatial_downsample=(True, True), temporal_downsample=(True, True),
+                 temporal_kernel_size=3, num_groups=8, in_channels=3, dtype="float32")
+
+  c.data = ml_collections.ConfigDict(dict(
+      source="demo", path="", num_frames=17, height=32, width=32, fps=8.0, seed=0,
+      held_out_fraction=0.1, max_clips=256))
+
+  c.train = ml_collections.ConfigDict(dict(
+      num_steps=700, image_steps=600, batch_size=4, image_batch_size=16, learning_rate=1e-3,
+      warmup_steps=50, adam_b1=0.9, adam_b2=0.99, grad_clip_norm=1.0, ema_decay=0.99,
+      checkpoint_every_steps=250, max_checkpoints=2))
+
+  c.loss = ml_collections.ConfigDict(dict(
+      reconstruction_weight=5.0, commitment_weight=0.25, entropy_weight=0.1,
+      entropy_start_multiplier=4.0, entropy_anneal_steps=500, entropy_temperature=0.01,
+      entropy_group_bits=12, perceptual_weight=0.0, adversarial_weight=0.0,
+      adversarial_start_step=0, r1_gamma=10.0, lecam_weight=0.001,
+      perceptual=ml_collections.ConfigDict(dict(network="resnet", weights_path=""))))
+
+  c.discriminator = ml_collections.ConfigDict(dict(
+      base_channels=16, channel_multipliers=(2, 4), learning_rate=1e-4))
+
+  c.eval = ml_collections.ConfigDict(dict(every_steps=350, num_clips=64, batch_size=16,
+                                          num_summary_clips=4))
+
+  if "photos" in variants:
+    c.data.source = "photo_pans"
+  if "quick" in variants:
+    c.model.update(base_channels=8, num_groups=4, num_bits=6)
+    c.data.source = "photo_pans"
+    c.train.update(num_steps=6, image_steps=2, batch_size=2, image_batch_size=2,
+                   checkpoint_every_steps=3, warmup_steps=1)
+    c.loss.entropy_anneal_steps = 4
+    c.discriminator.base_channels = 4
+    c.eval.update(every_steps=3, num_clips=4, batch_size=2, num_summary_clips=2)
+    c.log_every_steps = 1
+  if "gan" in variants:
+    c.loss.adversarial_weight = 0.1
+    c.loss.adversarial_start_step = c.train.image_steps
+  return c

@@ -1,0 +1,61 @@
+"""The perceptual network loads Hugging Face ResNet safetensors and matches transformers."""
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from transformers import ResNetConfig, ResNetForImageClassification
+
+from vp_tokenizers.magvit2 import perceptual
+
+
+@pytest.fixture(scope="module", params=["bottleneck", "basic"])
+def hf_resnet(request, tmp_path_factory):
+  torch.manual_seed(0)
+  config = ResNetConfig(embedding_size=8, hidden_sizes=[16, 24], depths=[2, 1],
+                        layer_type=request.param, num_labels=5)
+  model = ResNetForImageClassification(config).eval()
+  with torch.no_grad():  # non-trivial batch-norm statistics
+    for module in model.modules():
+      if isinstance(module, torch.nn.BatchNorm2d):
+        module.running_mean.uniform_(-0.5, 0.5)
+        module.running_var.uniform_(0.5, 2.0)
+        module.weight.uniform_(0.5, 1.5)
+        module.bias.uniform_(-0.2, 0.2)
+  path = tmp_path_factory.mktemp(request.param) / "model.safetensors"
+  save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+  return model, str(path)
+
+
+def test_stage_features_match_transformers_resnet(hf_resnet):
+  model, path = hf_resnet
+  images = np.random.default_rng(0).normal(size=(2, 3, 40, 40)).astype(np.float32)
+  with torch.no_grad():
+    expected = model.resnet(torch.from_numpy(images), output_hidden_states=True).hidden_states[1:]
+  ours = perceptual.resnet_features(perceptual.load_resnet_weights(path),
+                                    jnp.asarray(images.transpose(0, 2, 3, 1)))
+  assert len(ours) == len(expected) == 2
+  for got, want in zip(ours, expected):
+    np.testing.assert_allclose(np.asarray(got), want.numpy().transpose(0, 2, 3, 1), atol=2e-4, rtol=2e-4)
+
+
+def test_perceptual_loss_is_zero_for_identical_videos_and_grows_with_noise(hf_resnet):
+  _, path = hf_resnet
+  loss = perceptual.make_perceptual_loss(ml_collections.ConfigDict(dict(network="resnet",
+                                                                        weights_path=path)))
+  video = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (1, 2, 32, 32, 3)), jnp.float32)
+  noise = jnp.asarray(np.random.default_rng(2).normal(size=video.shape), jnp.float32)
+  assert float(loss(video, video)) == pytest.approx(0.0, abs=1e-6)
+  assert 0 < float(loss(video + 0.1 * noise, video)) < float(loss(video + 0.5 * noise, video))
+
+
+def test_missing_or_foreign_weights_give_clear_errors(tmp_path):
+  with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+    perceptual.load_resnet_weights(str(tmp_path / "absent.safetensors"))
+  save_file({"foo": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
+  with pytest.raises(ValueError, match="not a Hugging Face ResNet"):
+    perceptual.load_resnet_weights(str(tmp_path / "foreign.safetensors"))
+  (tmp_path / "corrupt.safetensors").write_bytes(b"garbage")
+  with pytest.raises(ValueError, match="cannot read"):
+    perceptual.load_resnet_weights(str(tmp_path / "corrupt.safetensors"))
