@@ -235,88 +235,97 @@ def write_outputs(out_dir: str, name: str, result: GenerationResult, fps: float,
     return written + [sheet, os.path.join(out_dir, 'tokens.npz')]
 
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Trained LM workdir (config.json + checkpoints/).')
-_TASK = flags.DEFINE_string('task', 't2v', f'Task or comma-separated chain of: {", ".join(TASK_CHOICES)}.')
-_PROMPT = flags.DEFINE_multi_string('prompt', [], 'Text prompt(s).')
-_NEGATIVE = flags.DEFINE_multi_string('negative_prompt', [], 'Negative prompt(s) for guidance (default: null).')
-_IMAGE = flags.DEFINE_multi_string('image', [], 'Image file(s) for i2v.')
-_VIDEO = flags.DEFINE_multi_string('video', [], 'Video file(s) (first clip used).')
-_AUDIO = flags.DEFINE_multi_string('audio', [], 'Audio file(s) (wav, mp3, or a video with sound).')
-_OUT = flags.DEFINE_string('out', None, 'Output directory.')
-_NUM_SAMPLES = flags.DEFINE_integer('num_samples', 1, 'Samples per input.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed.')
-_TEMPERATURE = flags.DEFINE_float('temperature', 1.0, '0 = greedy.')
-_TOP_K = flags.DEFINE_integer('top_k', 0, '0 = off.')
-_TOP_P = flags.DEFINE_float('top_p', 1.0, '1 = off.')
-_GUIDANCE = flags.DEFINE_float('guidance_scale', 1.0, 'Classifier-free guidance scale (1 = off).')
-_REPETITION_PENALTY = flags.DEFINE_float('repetition_penalty', 0.0, 'Logit penalty on recent ids.')
-_REPETITION_WINDOW = flags.DEFINE_integer('repetition_window', 0, 'Recent outputs the penalty looks at.')
-_ROUNDS = flags.DEFINE_integer('rounds', 3, 'long_video: continuation rounds (~1 s each).')
-_FPS = flags.DEFINE_float('fps', 8.0, 'Frame rate of the clips the tokenizer was trained on.')
-_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
-_ADD_AUDIO = flags.DEFINE_bool('add_audio', False, 'Chain video_to_audio when the result has no sound.')
-_TOKENIZERS = flags.DEFINE_string('tokenizers', '', "Factory 'module:function' returning Tokenizers.")
-_VIDEO_TOK = flags.DEFINE_string('video_tokenizer', '', 'MAGVIT-v2 checkpoint directory.')
-_AUDIO_TOK = flags.DEFINE_string('audio_tokenizer', '', 'SoundStream checkpoint directory.')
-_TEXT_TOK = flags.DEFINE_string('text_tokenizer', '', 'Caption sentencepiece .model file.')
-_T5 = flags.DEFINE_string('t5', '', 'T5 encoder checkpoint directory.')
+def define_flags() -> None:
+    """Defines the command-line flags, once. Not at import: the main job imports this module's
+    functions in a process whose own flags would clash. A --workdir flag defined already (by
+    vp_jax.main, in a test process importing both) is reused: it names the LM workdir too."""
+    if 'task' in flags.FLAGS:
+        return
+    if 'workdir' not in flags.FLAGS:
+        flags.DEFINE_string('workdir', None, 'Trained LM workdir (config.json + checkpoints/).')
+    flags.DEFINE_string('task', 't2v', f'Task or comma-separated chain of: {", ".join(TASK_CHOICES)}.')
+    flags.DEFINE_multi_string('prompt', [], 'Text prompt(s).')
+    flags.DEFINE_multi_string('negative_prompt', [], 'Negative prompt(s) for guidance (default: null).')
+    flags.DEFINE_multi_string('image', [], 'Image file(s) for i2v.')
+    flags.DEFINE_multi_string('video', [], 'Video file(s) (first clip used).')
+    flags.DEFINE_multi_string('audio', [], 'Audio file(s) (wav, mp3, or a video with sound).')
+    flags.DEFINE_string('out', None, 'Output directory.')
+    flags.DEFINE_integer('num_samples', 1, 'Samples per input.')
+    flags.DEFINE_integer('seed', 0, 'Sampling seed.')
+    flags.DEFINE_float('temperature', 1.0, '0 = greedy.')
+    flags.DEFINE_integer('top_k', 0, '0 = off.')
+    flags.DEFINE_float('top_p', 1.0, '1 = off.')
+    flags.DEFINE_float('guidance_scale', 1.0, 'Classifier-free guidance scale (1 = off).')
+    flags.DEFINE_float('repetition_penalty', 0.0, 'Logit penalty on recent ids.')
+    flags.DEFINE_integer('repetition_window', 0, 'Recent outputs the penalty looks at.')
+    flags.DEFINE_integer('rounds', 3, 'long_video: continuation rounds (~1 s each).')
+    flags.DEFINE_float('fps', 8.0, 'Frame rate of the clips the tokenizer was trained on.')
+    flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
+    flags.DEFINE_bool('add_audio', False, 'Chain video_to_audio when the result has no sound.')
+    flags.DEFINE_string('tokenizers', '', "Factory 'module:function' returning Tokenizers.")
+    flags.DEFINE_string('video_tokenizer', '', 'MAGVIT-v2 checkpoint directory.')
+    flags.DEFINE_string('audio_tokenizer', '', 'SoundStream checkpoint directory.')
+    flags.DEFINE_string('text_tokenizer', '', 'Caption sentencepiece .model file.')
+    flags.DEFINE_string('t5', '', 'T5 encoder checkpoint directory.')
 
 
 def main(argv):
     del argv
-    if not _WORKDIR.value or not _OUT.value:
+    FLAGS = flags.FLAGS
+    if not FLAGS.workdir or not FLAGS.out:
         raise app.UsageError('--workdir and --out are required.')
-    chain = [t.strip() for t in _TASK.value.split(',') if t.strip()]
+    chain = [t.strip() for t in FLAGS.task.split(',') if t.strip()]
     unknown = [t for t in chain if t not in TASK_CHOICES]
     if unknown or not chain:
-        raise app.UsageError(f'--task={_TASK.value!r}: unknown {unknown}; choose from {", ".join(TASK_CHOICES)}.')
-    lm = load_lm(_WORKDIR.value, _STEP.value)
-    tokenizers = load_tokenizers(lm.config, _TOKENIZERS.value, _VIDEO_TOK.value, _AUDIO_TOK.value,
-                                 _TEXT_TOK.value, _T5.value)
+        raise app.UsageError(f'--task={FLAGS.task!r}: unknown {unknown}; choose from {", ".join(TASK_CHOICES)}.')
+    lm = load_lm(FLAGS.workdir, FLAGS.step)
+    tokenizers = load_tokenizers(lm.config, FLAGS.tokenizers, FLAGS.video_tokenizer, FLAGS.audio_tokenizer,
+                                 FLAGS.text_tokenizer, FLAGS.t5)
     for note in check_tokenizer_ids(tokenizers, lm.spec):
         warnings.warn(note)
         print(f'[generate] WARNING: {note}')
-    clip = clip_geometry_for(lm.dataset.geometry, tokenizers, _FPS.value)
+    clip = clip_geometry_for(lm.dataset.geometry, tokenizers, FLAGS.fps)
     depth_name = (lm.spec.tokenizers or {}).get('depth')
     depth_fn, _ = structure.load_depth_fn(None if depth_name == structure.SUBSTITUTE_DEPTH_NAME else depth_name)
     generator = Generator(Sampler(lm.model, lm.partitioner), lm.params, lm.dataset.vocab, lm.dataset.geometry,
                           tokenizers, clip, depth_fn, float(lm.spec.extra.get('mask_fraction', 0.5)))
-    options = SamplingOptions(_TEMPERATURE.value, _TOP_K.value, _TOP_P.value, _GUIDANCE.value,
-                              _REPETITION_PENALTY.value, _REPETITION_WINDOW.value)
-    state = read_inputs(clip, _IMAGE.value, _VIDEO.value, _AUDIO.value)
-    if _PROMPT.value:
-        state['prompts'] = list(_PROMPT.value)
+    options = SamplingOptions(FLAGS.temperature, FLAGS.top_k, FLAGS.top_p, FLAGS.guidance_scale,
+                              FLAGS.repetition_penalty, FLAGS.repetition_window)
+    state = read_inputs(clip, FLAGS.image, FLAGS.video, FLAGS.audio)
+    if FLAGS.prompt:
+        state['prompts'] = list(FLAGS.prompt)
     if chain[0] == 'long_video' and 'videos' not in state and 'prompts' in state:
         chain.insert(0, 't2v')  # a long video from text starts with a text-to-video clip
-    if _ADD_AUDIO.value and 'audio' not in NEEDS[chain[-1]] and chain[-1] != 'video_to_audio':
+    if FLAGS.add_audio and 'audio' not in NEEDS[chain[-1]] and chain[-1] != 'video_to_audio':
         chain.append('video_to_audio')
     lengths = {len(v) for k, v in state.items()}
     if len(lengths) > 1:
         raise app.UsageError(f'inputs have different counts {({k: len(v) for k, v in state.items()})}; '
                              'give as many prompts as images/videos/sounds (or one of each).')
-    state = _repeat(state, _NUM_SAMPLES.value)
-    state['num_samples'] = _NUM_SAMPLES.value
-    progress = Progress(len(chain), os.path.join(_OUT.value, 'logs'), 'generate', log_every_steps=1,
+    state = _repeat(state, FLAGS.num_samples)
+    state['num_samples'] = FLAGS.num_samples
+    progress = Progress(len(chain), os.path.join(FLAGS.out, 'logs'), 'generate', log_every_steps=1,
                         items_name='tokens')
     progress.update(0, {})
-    print(f'[generate] {" -> ".join(chain)}: {_NUM_SAMPLES.value} sample(s) per input, clip {clip.num_frames} frames '
+    print(f'[generate] {" -> ".join(chain)}: {FLAGS.num_samples} sample(s) per input, clip {clip.num_frames} frames '
           f'{clip.height}x{clip.width} @ {clip.fps:g} fps, {options}')
-    result, timings = run_chain(generator, chain, state, jax.random.key(_SEED.value), options, _ROUNDS.value,
-                                _NEGATIVE.value or None, progress)
+    result, timings = run_chain(generator, chain, state, jax.random.key(FLAGS.seed), options, FLAGS.rounds,
+                                FLAGS.negative_prompt or None, progress)
     progress.close()
     name = '_'.join(chain)
-    written = write_outputs(_OUT.value, name, result, clip.fps, clip.sample_rate)
-    summary = {'workdir': os.path.abspath(_WORKDIR.value), 'chain': chain, 'prompts': _PROMPT.value,
-               'negative_prompts': _NEGATIVE.value, 'inputs': {'image': _IMAGE.value, 'video': _VIDEO.value,
-                                                               'audio': _AUDIO.value},
-               'seed': _SEED.value, 'options': dataclasses.asdict(options), 'timings': timings,
+    written = write_outputs(FLAGS.out, name, result, clip.fps, clip.sample_rate)
+    summary = {'workdir': os.path.abspath(FLAGS.workdir), 'chain': chain, 'prompts': FLAGS.prompt,
+               'negative_prompts': FLAGS.negative_prompt,
+               'inputs': {'image': FLAGS.image, 'video': FLAGS.video, 'audio': FLAGS.audio},
+               'seed': FLAGS.seed, 'options': dataclasses.asdict(options), 'timings': timings,
                'metrics': result.metrics, 'files': written}
-    with open(os.path.join(_OUT.value, 'summary.json'), 'w') as f:
+    with open(os.path.join(FLAGS.out, 'summary.json'), 'w') as f:
         json.dump(summary, f, indent=2)
     if result.metrics:
         print(f'[generate] metrics {json.dumps(result.metrics)}')
-    print(f'[generate] wrote {len(written)} files to {_OUT.value}')
+    print(f'[generate] wrote {len(written)} files to {FLAGS.out}')
 
 
 if __name__ == '__main__':
+    define_flags()
     app.run(main)

@@ -48,7 +48,7 @@ def tiny_video_tokenizer() -> VideoTokenizer:
 
 def tiny_audio_tokenizer() -> AudioTokenizer:
     config = ml_collections.ConfigDict({"sample_rate": 16000, "model": {
-        "channels": 4, "max_channels": 16, "strides": (4, 5, 16), "latent_dim": 8, "levels": 2,
+        "channels": 4, "max_channels": 16, "strides": (4, 5, 16), "dilations": (1, 3, 9), "latent_dim": 8, "levels": 2,
         "codebook_size": 16, "codebook_kind": "ema", "ema_decay": 0.95, "dead_code_threshold": 0.0,
         "quantizer_dropout_rate": 0.0, "kmeans_init": False, "kmeans_iterations": 0}})
     model = soundstream_from_config(config.model)

@@ -76,6 +76,7 @@ def generator(workdir, tokenizers):
 
 
 def _run_cli(args):
+    generate.define_flags()
     flags.FLAGS(['generate'] + args)
     try:
         generate.main([])

@@ -1,0 +1,186 @@
+"""python -m vp_jax.main --config=experiments/t2v_base.py
+
+The main job: a VideoPoet prefix-LM trained on a text-to-video-centred mixture of the
+paper's pretraining tasks over pre-tokenized shards (config.data.shards_dir; '' means
+<workdir>/shards). Tasks share one model and are grouped by sequence length (Alternating
+Gradient Descent: one compiled program per length group).
+
+Variants (`--config=experiments/t2v_base.py:<variant>`):
+  (none)    the CPU demo, sized for ~25 minutes on 2 CPU cores for the whole job: 4 layers x 128,
+            batch 16, 600 steps (a 6 x 256 model runs ~300 tokens/s there: 3000 steps take days).
+  quick     the whole demo job (data, tokenizers, LM, evaluation, samples) in minutes.
+  runlocal  a tiny model and a few steps, to check a set-up end to end in a minute.
+  accel     bfloat16 activations, remat and bigger batches for one GPU/TPU host.
+With data.shards_dir '' (the default) and no shards in <workdir>/shards, the job first builds
+them from the embedded demo (config.demo; vp_jax/pipeline.py: demo clips -> video, audio and
+caption tokenizers -> shards), trains the LM in <workdir>/lm, scores it (<workdir>/eval) and
+writes samples (<workdir>/samples); every stage is cached, a second run resumes.
+Overrides: --config.train.num_steps=100 --config.data.shards_dir=/path/to/shards
+Other modes: --mode=eval (teacher-forced loss/accuracy per task on config.eval.split),
+--mode=compile (lower + compile the train step, print per-device memory and FLOPs).
+"""
+import os
+
+import ml_collections
+
+from vp_jax.config import load_config_file
+
+from vp_jax.model_config import default_model_config
+from vp_jax.optimizer import default_optimizer_config
+from vp_jax.partitioning import DEFAULT_RULES
+
+# Text-to-video carries the most weight; the other tasks teach conditioning on images,
+# masked clips, structure and audio (videopoet.md section 4).
+T2V_CENTRED_MIXTURE = {
+    't2v': 0.35,
+    't2i': 0.10,
+    'i2v': 0.10,
+    'continuation': 0.08,
+    'unconditional': 0.05,
+    'inpainting': 0.05,
+    'outpainting': 0.05,
+    'stylization': 0.06,
+    'audio_to_video': 0.05,
+    'video_to_audio': 0.05,
+    'av_continuation': 0.06,
+}
+
+# The embedded demo's mixture: the tasks the evaluation harness scores, text-to-video first.
+DEMO_MIXTURE = {
+    't2v': 0.35,
+    't2i': 0.10,
+    'i2v': 0.12,
+    'continuation': 0.10,
+    'inpainting': 0.07,
+    'outpainting': 0.07,
+    'video_to_audio': 0.14,
+    'audio_to_video': 0.05,
+}
+QUICK_MIXTURE = {'t2v': 0.35, 't2i': 0.05, 'i2v': 0.15, 'continuation': 0.1, 'inpainting': 0.1, 'outpainting': 0.1,
+                 'video_to_audio': 0.15}
+EXPERIMENTS = os.path.dirname(os.path.abspath(__file__))
+
+
+def demo_config(quick: bool) -> ml_collections.ConfigDict:
+    """config.demo: the data the job builds when it has no shards (vp_jax/pipeline.py)."""
+    demo = ml_collections.ConfigDict()
+    demo.num_clips = dict(train=48, validation=8, test=8) if quick else dict(train=2000, validation=64, test=64)
+    demo.seed = 0
+    demo.size = 32
+    demo.num_frames = 17
+    demo.fps = 8.0
+    demo.sample_rate = 16000
+    demo.clips_per_shard = 32 if quick else 250
+    tokenizer_variant = 'quick' if quick else ''
+    demo.video_tokenizer = load_config_file(os.path.join(EXPERIMENTS, 'magvit2_demo.py'), tokenizer_variant)
+    demo.video_tokenizer.data.update(num_frames=demo.num_frames, height=demo.size, width=demo.size,
+                                     fps=demo.fps, seed=demo.seed)
+    demo.audio_tokenizer = load_config_file(os.path.join(EXPERIMENTS, 'soundstream_demo.py'), tokenizer_variant)
+    if not quick:  # the tone + click sound is simple: half the tokenizer's own default steps
+        demo.audio_tokenizer.train.update(num_steps=300, eval_every_steps=150, checkpoint_every_steps=150)
+    demo.caption_tokenizer = dict(vocab_size=128)
+    # Token fields the shards get; add 'structure_tokens' when data.tasks has stylization.
+    demo.shards = dict(text_length=16, mask_fraction=0.5, batch_size=8,
+                       fields=('video_tokens', 'inpaint_tokens', 'outpaint_tokens', 'audio_tokens', 'text_tokens'))
+    # The generation harness (vp_jax/evaluation/generation_eval.py HarnessSettings).
+    demo.harness = dict(
+        tasks=('t2v', 'i2v', 'continuation', 'inpainting', 'outpainting', 'video_to_audio'), num_clips=32,
+        split='test', batch_size=16, seed=0, temperature=1.0, top_k=0, top_p=1.0, guidance_scale=1.0,
+        classifier_clips=800, feature_network='demo', teacher_forced=True, num_sample_clips=8)
+    demo.samples = dict(chains=('t2v,video_to_audio', 'i2v'), num_prompts=4, split='test', seed=0,
+                        temperature=1.0, top_k=0, top_p=1.0, guidance_scale=1.0)
+    if quick:  # one compiled program per tokenizer: no image phase, evaluation only at the end
+        demo.video_tokenizer.train.image_steps = 0
+        demo.video_tokenizer.eval.every_steps = demo.video_tokenizer.train.num_steps
+        demo.audio_tokenizer.train.eval_every_steps = demo.audio_tokenizer.train.num_steps
+        demo.harness.update(tasks=('t2v', 'i2v', 'video_to_audio'), num_clips=4, batch_size=4,
+                            classifier_clips=60, feature_network='none')
+        demo.samples.update(chains=('t2v,video_to_audio',), num_prompts=2)
+    return demo
+
+
+def get_config(arg=None):
+    variant = arg or ''
+    if variant not in ('', 'quick', 'runlocal', 'accel'):
+        raise ValueError(f"experiments/t2v_base.py: unknown variant {variant!r}; "
+                         "expected '', 'quick', 'runlocal' or 'accel'.")
+    config = ml_collections.ConfigDict()
+    config.workdir = ''  # '' = ~/vp_jax_runs/t2v_base; --workdir overrides.
+    config.seed = 0
+    config.init_from = ''  # A Checkpointer directory (or step folder) to take params from.
+
+    config.model = default_model_config()
+    config.model.update(vocab_size=-1, text_embedding_dim=-1, num_layers=4, d_model=128,
+                        num_heads=4, head_dim=32, mlp_dim=512, max_length=672,
+                        scan_layers=True, dtype='float32')
+
+    config.data = ml_collections.ConfigDict()
+    config.data.shards_dir = ''  # '' = <workdir>/shards (where the prepare-data stage writes).
+    config.data.tasks = dict(T2V_CENTRED_MIXTURE)
+    config.data.length_groups = 'auto'
+    config.data.length_group_max_padding = 0.1
+    config.data.text_dropout = 0.1  # Drop the caption this often (classifier-free guidance).
+    # The paper's image/video schedule: the first 25% of steps 90% image tasks, then 10%.
+    config.data.image_video_schedule = dict(switch_fraction=0.25, image_share_before=0.9,
+                                            image_share_after=0.1)
+    config.data.num_parallel_reads = 2
+
+    config.optimizer = default_optimizer_config()
+    config.optimizer.update(lr=2e-3, warmup_steps=60, schedule='cosine', weight_decay=0.01)
+
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = 16
+    config.train.num_steps = 600
+    config.train.microbatches = 1
+    config.train.log_every_steps = 20
+    config.train.eval_every_steps = 200
+    config.train.checkpoint_every_steps = 100
+    config.train.max_to_keep = 3
+    config.train.async_checkpointing = True
+    config.train.task_loss_multipliers = {}
+    config.train.z_loss_weight = 1e-4
+    config.train.peak_flops_per_device = 0.0  # > 0 adds MFU to the logs (e.g. 459e12 on v5p bf16).
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.split = 'validation'
+    config.eval.batch_size = 16
+    config.eval.max_batches_per_task = 4
+
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.data = -1
+    config.mesh.fsdp = 1
+    config.mesh.tensor = 1
+    config.mesh.logical_axis_rules = [list(rule) for rule in DEFAULT_RULES]
+    config.mesh.max_replicated_fraction = 0.1
+
+    # --mode=compile without shards takes the token shapes from here: the demo tokenizers'
+    # (experiments/magvit2_demo.py: 17x32x32 -> latents 5x8x8 of 10 bits;
+    # experiments/soundstream_demo.py: 4 levels x 256 codes, 53 frames per 2.125 s clip).
+    config.compile = ml_collections.ConfigDict()
+    config.compile.vocabulary = dict(visual_bits=10, audio_levels=4, audio_codebook_size=256,
+                                     text_vocab_size=256)
+    config.compile.geometry = dict(video_latent_shape=(5, 8, 8), audio_shape=(4, 53), text_length=16,
+                                   text_embedding_dim=0)
+    config.compile.topology = ''  # e.g. 'v5p:8x8x4' (needs libtpu; see vp_jax/aot_compile.py).
+
+    config.demo = demo_config(quick=variant in ('quick', 'runlocal'))
+    config.tokenizers = dict(video='', audio='', text='', t5='')  # checkpoint paths for sampling
+
+    if variant in ('', 'quick'):
+        config.data.tasks = dict(QUICK_MIXTURE if variant == 'quick' else DEMO_MIXTURE)
+    else:  # the full mixture has stylization
+        config.demo.shards.fields = tuple(config.demo.shards.fields) + ('structure_tokens',)
+    if variant in ('runlocal', 'quick'):
+        config.model.update(num_layers=2, d_model=64, num_heads=2, head_dim=32, mlp_dim=128)
+        config.optimizer.update(lr=3e-3, warmup_steps=5)
+        config.train.update(batch_size=8, num_steps=40, log_every_steps=5, eval_every_steps=20,
+                            checkpoint_every_steps=20)
+        config.eval.update(batch_size=8, max_batches_per_task=1)
+    elif variant == 'accel':
+        config.model.update(dtype='bfloat16', remat_policy='save_dot_except_mlp', num_layers=12,
+                            d_model=768, num_heads=12, head_dim=64, mlp_dim=2048)
+        config.train.update(batch_size=64, num_steps=50_000, checkpoint_every_steps=1000,
+                            eval_every_steps=2000, log_every_steps=50)
+        config.eval.batch_size = 64
+        config.optimizer.warmup_steps = 1000
+    return config
