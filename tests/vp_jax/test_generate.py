@@ -1,7 +1,6 @@
 """Generation end to end: a real (random-init) LM workdir, tiny real tokenizers, media files out.
 
-The LM is saved by the trainer's own pieces (build_job -> TrainState -> Checkpointer) beside a
-resolved config.json and a shard spec.json; the tokenizers are the data tests' tiny random
+The LM workdir comes from random_lm_workdir (the trainer's own pieces, random weights); the tokenizers are the data tests' tiny random
 MAGVIT-v2 / SoundStream / word tokenizer (tests/data_pipelines/tiny_tokenizers_for_data.py),
 handed to the CLI as a --tokenizers factory.
 """
@@ -16,17 +15,12 @@ from absl import flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'data_pipelines'))
 import tiny_tokenizers_for_data  # noqa: E402  (the data tests' tiny real tokenizers)
+from random_lm_workdir import write_random_lm_workdir  # noqa: E402
 
-from data_pipelines.schema import ShardSpec  # noqa: E402
-from vp_jax import config as config_lib  # noqa: E402
 from vp_jax import generate, media  # noqa: E402
-from vp_jax.checkpointing import Checkpointer  # noqa: E402
 from vp_jax.generation import Generator, clip_geometry_for  # noqa: E402
 from vp_jax.sampling import Sampler, SamplingOptions  # noqa: E402
-from vp_jax.trainer import build_job, make_partitioner  # noqa: E402
-from vp_jax.vocabulary import Vocabulary  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FACTORY = 'tiny_tokenizers_for_data:make_tiny_tokenizers'
 PROMPT = 'the digit three moves left quickly over the photo'
 
@@ -38,33 +32,10 @@ def tokenizers():
 
 @pytest.fixture(scope='module')
 def workdir(tmp_path_factory, tokenizers):
-    root = tmp_path_factory.mktemp('lm')
-    latent = tokenizers.video.latent_shape(17, 32, 32)
-    audio_shape = (tokenizers.audio.levels, 34000 // tokenizers.audio.hop_length)
-    vocab = Vocabulary(visual_bits=tokenizers.video.bits, audio_levels=tokenizers.audio.levels,
-                       audio_codebook_size=tokenizers.audio.codebook_size,
-                       text_vocab_size=tokenizers.text.vocab_size)
-    shards = root / 'shards'
-    shards.mkdir()
-    ShardSpec(vocabulary=vocab.to_dict(),
-              tokenizers={'video': tokenizers.video.checkpoint_id, 'audio': tokenizers.audio.checkpoint_id,
-                          'text': {'kind': 'tokens'}, 'depth': 'luminance_layout_depth'},
-              geometry={'video_latent_shape': list(latent), 'audio_shape': list(audio_shape), 'text_length': 8,
-                        'text_embedding_dim': 0},
-              splits={}, fields=['clip_id', 'caption', 'video_tokens', 'inpaint_tokens', 'outpaint_tokens',
-                                 'structure_tokens', 'audio_tokens', 'text_tokens'],
-              extra={'mask_fraction': 0.5}).write(str(shards))
-    config = config_lib.load_config_file(os.path.join(REPO, 'experiments', 't2v_base.py'), 'runlocal')
-    config.model.update(vocab_size=vocab.padded_size, text_embedding_dim=0, num_layers=1, d_model=32,
-                        num_heads=2, head_dim=16, mlp_dim=64, max_length=512)
-    config.data.shards_dir = str(shards)
-    config.mesh.max_replicated_fraction = 1.0
-    config_lib.write_resolved_config(config, str(root))
-    job = build_job(config, make_partitioner(config))
-    state, _ = job.partitioner.init_sharded(job.init_fn, jax.random.key(0))
-    with Checkpointer(str(root / 'checkpoints'), async_save=False) as checkpointer:
-        checkpointer.save(3, state, {'config': config.to_dict()}, force=True)
-    return str(root)
+    fields = ['clip_id', 'caption', 'video_tokens', 'inpaint_tokens', 'outpaint_tokens',
+              'structure_tokens', 'audio_tokens', 'text_tokens']
+    return write_random_lm_workdir(tmp_path_factory.mktemp('lm'), tokenizers, fields, step=3,
+                                   extra={'mask_fraction': 0.5})
 
 
 @pytest.fixture(scope='module')

@@ -8,21 +8,16 @@ import json
 import os
 import sys
 
-import jax
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), 'data_pipelines'))
 import tiny_tokenizers_for_data  # noqa: E402  (the data tests' tiny real tokenizers)
+sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
+from random_lm_workdir import write_random_lm_workdir  # noqa: E402  (a random-weight LM workdir)
 
 from data_pipelines.clip_sources import DemoUnit  # noqa: E402
-from data_pipelines.schema import ShardSpec  # noqa: E402
-from vp_jax import config as config_lib  # noqa: E402
-from vp_jax.checkpointing import Checkpointer  # noqa: E402
 from vp_jax.evaluation import generation_eval  # noqa: E402
-from vp_jax.trainer import build_job, make_partitioner  # noqa: E402
-from vp_jax.vocabulary import Vocabulary  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 @pytest.fixture(scope='module')
@@ -32,32 +27,9 @@ def tokenizers():
 
 @pytest.fixture(scope='module')
 def lm_workdir(tmp_path_factory, tokenizers):
-    root = tmp_path_factory.mktemp('lm')
-    latent = tokenizers.video.latent_shape(17, 32, 32)
-    vocab = Vocabulary(visual_bits=tokenizers.video.bits, audio_levels=tokenizers.audio.levels,
-                       audio_codebook_size=tokenizers.audio.codebook_size,
-                       text_vocab_size=tokenizers.text.vocab_size)
-    shards = root / 'shards'
-    shards.mkdir()
-    ShardSpec(vocabulary=vocab.to_dict(),
-              tokenizers={'video': tokenizers.video.checkpoint_id, 'audio': tokenizers.audio.checkpoint_id,
-                          'text': {'kind': 'tokens'}, 'depth': 'luminance_layout_depth'},
-              geometry={'video_latent_shape': list(latent),
-                        'audio_shape': [tokenizers.audio.levels, 34000 // tokenizers.audio.hop_length],
-                        'text_length': 8, 'text_embedding_dim': 0},
-              splits={}, fields=['clip_id', 'caption', 'video_tokens', 'audio_tokens', 'text_tokens'],
-              extra={'mask_fraction': 0.5, 'fps': 8.0}).write(str(shards))
-    config = config_lib.load_config_file(os.path.join(REPO, 'experiments', 't2v_base.py'), 'runlocal')
-    config.model.update(vocab_size=vocab.padded_size, text_embedding_dim=0, num_layers=1, d_model=32,
-                        num_heads=2, head_dim=16, mlp_dim=64, max_length=512)
-    config.data.shards_dir = str(shards)
-    config.mesh.max_replicated_fraction = 1.0
-    config_lib.write_resolved_config(config, str(root))
-    job = build_job(config, make_partitioner(config))
-    state, _ = job.partitioner.init_sharded(job.init_fn, jax.random.key(0))
-    with Checkpointer(str(root / 'checkpoints'), async_save=False) as checkpointer:
-        checkpointer.save(5, state, {'config': config.to_dict()}, force=True)
-    return str(root)
+    fields = ['clip_id', 'caption', 'video_tokens', 'audio_tokens', 'text_tokens']
+    return write_random_lm_workdir(tmp_path_factory.mktemp('lm'), tokenizers, fields, step=5,
+                                   extra={'mask_fraction': 0.5, 'fps': 8.0})
 
 
 def test_harness_scores_every_task_beside_its_tokenizer_ceiling(lm_workdir, tokenizers, tmp_path):
