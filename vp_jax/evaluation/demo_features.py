@@ -31,6 +31,7 @@ import optax
 from flax import serialization
 
 from data_pipelines.demo import DIRECTIONS, generate_clips
+from vp_jax.evaluation import cached_model
 from vp_jax.evaluation.sprite import BACKGROUND_MAX, SPRITE_MIN
 
 FORMAT_VERSION = 2  # bumped whenever the architecture or recipe changes (2: ink channel)
@@ -176,17 +177,5 @@ class DemoFeatureNetwork:
     def load_or_train(cls, path: str, settings: FeatureTrainingSettings = FeatureTrainingSettings()
                       ) -> "DemoFeatureNetwork":
         """Loads `path` if it holds a network trained with `settings`; else trains and saves."""
-        try:
-            network = cls.load(path)
-            if network.info["settings"] == dataclasses.asdict(settings):
-                return network
-            print(f"[demo_features] {path} was trained with other settings; retraining")
-        except FileNotFoundError:
-            pass
-        except ValueError as e:
-            print(f"[demo_features] {e}; retraining")
-        print(f"[demo_features] training on {settings.num_clips} real train-split demo clips")
-        network = cls.train(settings)
-        network.save(path)
-        print(f"[demo_features] validation accuracy {network.info['validation_accuracy']}; saved {path}")
-        return network
+        return cached_model.load_or_train(cls, path, settings, "demo_features",
+                                          lambda n: f"validation accuracy {n.info['validation_accuracy']}")

@@ -27,6 +27,7 @@ import tempfile
 import numpy as np
 
 from data_pipelines.demo import generate_clips
+from vp_jax.evaluation import cached_model
 from vp_jax.evaluation import degrade, sprite
 
 FORMAT_VERSION = 2  # bumped whenever the training recipe changes (2: heavier blur)
@@ -185,21 +186,8 @@ class DigitClassifier:
     @classmethod
     def load_or_train(cls, path: str, settings: TrainingSettings = TrainingSettings()) -> "DigitClassifier":
         """Loads `path` if it holds a classifier trained with `settings`; else trains and saves."""
-        try:
-            model = cls.load(path)
-            if model.info.get("settings") == dataclasses.asdict(settings):
-                return model
-            print(f"[digit_classifier] {path} was trained with other settings; retraining")
-        except FileNotFoundError:
-            pass
-        except ValueError as e:
-            print(f"[digit_classifier] {e}; retraining")
-        print(f"[digit_classifier] training on {settings.num_clips} clips of real train-split digits")
-        model = cls.train(settings)
-        model.save(path)
-        print(f"[digit_classifier] validation crop accuracy "
-              f"{model.info['validation_crop_accuracy']:.3f}; saved {path}")
-        return model
+        return cached_model.load_or_train(cls, path, settings, "digit_classifier",
+                                          lambda m: f"validation crop accuracy {m.info['validation_crop_accuracy']:.3f}")
 
 
 def score_digit(video: np.ndarray, truth: dict, classifier: DigitClassifier) -> dict[str, float]:
