@@ -8,15 +8,17 @@ Data: synthetic shards (`data_pipelines.testing`) at the embedded demo's token g
 audio 4 levels x 256 codes x 53 frames, 16 text slots) and the demo job's config.data,
 batch size and tasks (experiments/t2v_base.py, every task and the image/video schedule).
 Figures:
-  train_input   `TrainInput.next_batch` (what the trainer calls): batches/s, examples/s,
-                tokens/s, after loading the split into memory (load time printed apart).
-  seqio         one length group's seqio Mixture + `VideoPoetFeatureConverter` + batch, the
-                standard SeqIO path (evaluation, external tooling), same batch size.
+  train_input   `TrainInput.next_batch` (what the trainer calls: one seqio Mixture per
+                length group, converted and batched, a group drawn per step): start-up
+                (building the pipelines) and first batch (filling the shuffle buffers)
+                printed apart, then steady batches/s, examples/s, tokens/s.
+  position      `TrainInput.save` / `restore` of the exact data position (the tf.data
+                iterator states the trainer writes into every checkpoint): seconds and MB.
   trainer       with --trainer_steps=N: `vp_jax.trainer.train` on the same shards and the
                 demo config for N steps, steady-state steps/s (steps before each group's
                 first compile finishes are excluded). Without it, the ratio uses
                 --assume_trainer_steps_per_s.
-Ends with: train_input_batches_per_s=<v> seqio_batches_per_s=<v> trainer_steps_per_s=<v> ratio=<v>
+Ends with: train_input_batches_per_s=<v> save_s=<v> saved_mb=<v> trainer_steps_per_s=<v> ratio=<v>
 (ratio = train_input batches/s over trainer steps/s; the issue asks for >= 10).
 """
 from __future__ import annotations
@@ -30,10 +32,7 @@ import time
 import numpy as np
 
 from data_pipelines import testing
-from data_pipelines.feature_converter import VideoPoetFeatureConverter
 from data_pipelines.input_pipeline import TrainInput
-from data_pipelines.mixtures import register_group_mixtures
-from data_pipelines.seqio_tasks import ShardDataset, register_seqio_tasks
 from vp_jax.tasks import Geometry
 from vp_jax.vocabulary import Vocabulary
 
@@ -55,31 +54,35 @@ def time_train_input(data_config, batch_size: int, num_batches: int, total_steps
     start = time.perf_counter()
     train_input = TrainInput(data_config, batch_size, seed=0, process_index=0, process_count=1,
                              total_steps=total_steps)
-    load_s = time.perf_counter() - start
+    build_s = time.perf_counter() - start
+    start = time.perf_counter()
     train_input.next_batch()
+    first_s = time.perf_counter() - start
     start = time.perf_counter()
     tokens = 0
     for _ in range(num_batches):
         _, batch = train_input.next_batch()
         tokens += batch["input_tokens"].size
     elapsed = time.perf_counter() - start
-    return load_s, num_batches / elapsed, tokens / elapsed, train_input.groups
+    return train_input, build_s, first_s, num_batches / elapsed, tokens / elapsed
 
 
-def time_seqio(shards_dir: str, data_config, groups, batch_size: int, num_batches: int):
-    dataset = ShardDataset.open(shards_dir)
-    group = groups[0]
-    tasks = register_seqio_tasks(dataset, list(group.tasks), float(data_config.text_dropout))
-    mixture = register_group_mixtures(tasks, [group])[group.name]
-    lengths = {"inputs": group.length, "targets": group.length, "task_index": 1}
-    ds = mixture.get_dataset(None, split="train", shuffle=True, seed=0, num_epochs=None)
-    ds = VideoPoetFeatureConverter(dataset.vocab)(ds, lengths).batch(batch_size).prefetch(2)
-    it = ds.as_numpy_iterator()
-    next(it)
+def time_position(train_input, data_config, batch_size: int, total_steps: int, directory: str):
+    """Seconds to save and to restore the exact data position, and its size on disk (MB)."""
     start = time.perf_counter()
-    for _ in range(num_batches):
-        next(it)
-    return group.name, num_batches / (time.perf_counter() - start)
+    train_input.save(directory)
+    save_s = time.perf_counter() - start
+    size = sum(os.path.getsize(os.path.join(root, name))
+               for root, _, names in os.walk(directory) for name in names)
+    resumed = TrainInput(data_config, batch_size, seed=0, process_index=0, process_count=1,
+                         total_steps=total_steps)
+    start = time.perf_counter()
+    resumed.restore(directory)
+    restore_s = time.perf_counter() - start
+    expected, got = train_input.next_batch(), resumed.next_batch()
+    assert expected[0] == got[0] and all(np.array_equal(expected[1][k], got[1][k]) for k in got[1])
+    resumed.close()
+    return save_s, restore_s, size / 2 ** 20
 
 
 def time_trainer(config, workdir: str, num_steps: int) -> float:
@@ -113,23 +116,24 @@ def main():
                                    vocab=DEMO_VOCAB, num_shards=4)
     print(f"wrote {args.num_examples} synthetic demo-geometry clips in {time.perf_counter() - start:.1f}s")
     config.data.shards_dir = shards_dir
-    batch = int(config.train.batch_size)
-    load_s, batches_per_s, tokens_per_s, groups = time_train_input(
-        config.data, batch, args.num_batches, int(config.train.num_steps))
-    print(f"groups: {[(g.name, g.length, g.tasks) for g in groups]}")
-    print(f"train_input: load {load_s:.2f}s, {batches_per_s:.1f} batches/s, "
-          f"{batches_per_s * batch:.0f} examples/s, {tokens_per_s:.0f} tokens/s (batch {batch})")
-    group_name, seqio_batches_per_s = time_seqio(shards_dir, config.data, groups, batch,
-                                                 max(10, args.num_batches // 4))
-    print(f"seqio mixture ({group_name}): {seqio_batches_per_s:.1f} batches/s, "
-          f"{seqio_batches_per_s * batch:.0f} examples/s")
+    batch, total_steps = int(config.train.batch_size), int(config.train.num_steps)
+    train_input, build_s, first_s, batches_per_s, tokens_per_s = time_train_input(
+        config.data, batch, args.num_batches, total_steps)
+    print(f"groups: {[(g.name, g.length, g.tasks) for g in train_input.groups]}")
+    print(f"train_input: start-up {build_s:.2f}s, first batch {first_s:.2f}s, then {batches_per_s:.1f} "
+          f"batches/s, {batches_per_s * batch:.0f} examples/s, {tokens_per_s:.0f} tokens/s (batch {batch})")
+    save_s, restore_s, saved_mb = time_position(train_input, config.data, batch, total_steps,
+                                                os.path.join(workdir, "position"))
+    train_input.close()
+    print(f"position: save {save_s:.2f}s, restore {restore_s:.2f}s, {saved_mb:.1f} MB "
+          f"(shuffle_buffer_size {config.data.get('shuffle_buffer_size', 1000)}), next batches equal")
     if args.trainer_steps:
         trainer_rate = time_trainer(config, workdir, args.trainer_steps)
         print(f"trainer (experiments/t2v_base.py model, batch {batch}): {trainer_rate:.2f} steps/s")
     else:
         trainer_rate = args.assume_trainer_steps_per_s
         print(f"trainer: assumed {trainer_rate} steps/s (run with --trainer_steps=N to measure)")
-    print(f"train_input_batches_per_s={batches_per_s:.1f} seqio_batches_per_s={seqio_batches_per_s:.1f} "
+    print(f"train_input_batches_per_s={batches_per_s:.1f} save_s={save_s:.2f} saved_mb={saved_mb:.1f} "
           f"trainer_steps_per_s={trainer_rate:.2f} ratio={batches_per_s / trainer_rate:.1f}")
 
 

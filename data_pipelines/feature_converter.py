@@ -3,9 +3,9 @@
 The model's batch contract (names, dtypes, shifting, loss weights, prefix mask) is owned by
 `vp_jax.features`; this module only applies it, in two forms that give identical arrays:
 
-  `convert_example`            numpy, one example (the resumable trainer input uses it)
+  `convert_example`            numpy, one example (what the converter maps over examples)
   `VideoPoetFeatureConverter`  a `seqio.FeatureConverter` over a tf.data pipeline (the
-                               SeqIO tasks and mixtures, evaluation, the benchmark)
+                               training mixtures, evaluation, the benchmark)
 
 No packing: AGD length groups already fill each step's rows to ~0% padding, and one example
 per row keeps `segment_ids` trivially 1 (0 on padding).

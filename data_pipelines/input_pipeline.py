@@ -1,9 +1,9 @@
-"""The trainer's data: AGD length-group batches in an order fixed by (seed, step), resumable.
+"""The trainer's data: AGD length-group batches from seqio Mixtures, resumable exactly.
 
 `TrainInput` serves training batches; `eval_batches` serves fixed-order evaluation batches.
-Both emit the model features of `vp_jax.features` (through
-`data_pipelines.feature_converter`) for THIS process's rows; the trainer turns them into
-global arrays (`Partitioner.shard_host_batch`).
+Both read the seqio Tasks of `data_pipelines.seqio_tasks` and emit the model features of
+`vp_jax.features` (through the registered `VideoPoetFeatureConverter`) for THIS process's
+rows; the trainer turns them into global arrays (`Partitioner.shard_host_batch`).
 
 config.data fields (defaults in `default_data_config`):
   shards_dir                 pre-tokenized dataset directory (spec.json + TFRecords)
@@ -16,40 +16,67 @@ config.data fields (defaults in `default_data_config`):
   text_dropout               share of rows whose caption is dropped (classifier-free guidance)
   image_video_schedule       None or {'switch_fraction': 0.25, 'image_share_before': 0.9,
                              'image_share_after': 0.1} (needs TrainInput(total_steps=...))
-  num_parallel_reads         TFRecord files read at once while loading
+  num_parallel_reads         shard files each Task reads at once (interleave cycle length)
+  shuffle_buffer_size        examples in each Task's shuffle buffer (1000, seqio's default);
+                             also what bounds the size of the saved iterator states
 
-Order and resume. Step s trains the group `mixtures.draw_group(seed, s)`. Each group counts
-its batches; batch c of group g draws the task of every global row from (seed, g, c) at the
-group's task rates, and whether its caption is dropped. Each (task, process) pair walks its
-eligible clips in epochs, epoch e in the order `permutation(seed, task, process, e)`; the
-position in that walk is a counter. `state()` is these counters (a few integers, JSON), so
-`restore` jumps straight back with nothing replayed, and every process holds the same state
-(each process computes every process's counters; it builds only its own rows).
+Batches, t5x-style. Each AGD length group g has one `seqio.Mixture` of its tasks at their
+relative rates (`mixtures.register_group_mixtures`), read as
+`mixture.get_dataset(split, shuffle=True, seed=group_seed(seed, g, process_index),
+num_epochs=None, shard_info=seqio.ShardInfo(process_index, process_count))`, converted at
+the group's length and batched to this process's rows (global batch / process count): one
+tf.data iterator per group, every batch one shape, so one compiled program per group shape
+(the seed differs per process so processes draw independently). Step s trains group
+`mixtures.draw_group(seed, s)` (with the image/video schedule) and takes the next batch of
+that group's iterator.
 
-Multi-host. Process i of n owns a disjoint part of the split (shard files i, i+n, ... or
-every n-th example when there are fewer files than processes) and fills rows
-[i * B / n, (i + 1) * B / n) of each global batch from it. This process's part is held in
-memory as raw token arrays, so random access is free; that fits the demo and datasets up to
-a few million clips per host, not web-scale data (which would need an indexed format such as
-ArrayRecord behind the same counters).
+Order and resume. The order is fixed by the seed: file shuffles, each Task's example shuffle
+buffer, the mixture's task draws (`sample_from_datasets`) and the text dropout draws are all
+seeded tf.data ops, and `draw_group` is a pure function of (seed, step). The data position
+is the state of those ops, so it is saved the way t5x does: `save(directory)` writes this
+process's group iterators with `tf.train.Checkpoint` (shuffle buffers, sampler and random
+states, prefetched batches included) plus a JSON of (step, batches served per group, and
+what the pipeline was built from); `restore(directory)` checks that JSON against this input
+and loads the iterators, so the next batches are exactly those of an uninterrupted run,
+with nothing replayed. The trainer passes the input to `Checkpointer.save/restore` as the
+step's process-local item (<checkpoints>/<step>/process_local/process_<i>-of-<n>/), so it is
+committed and deleted (max_to_keep) with the train state. `state()` is the JSON part alone,
+equal on all processes (the trainer also keeps it in the checkpoint metadata, for reading).
+Resuming needs the same seed, data config, global batch size and process count.
+
+Multi-host. Process i of n reads a disjoint part of the split (`seqio.ShardInfo(i, n)`:
+shard files i, i+n, ..., or every n-th example when there are fewer files than processes,
+see `seqio_tasks.ShardFileSource`) and fills rows [i * B / n, (i + 1) * B / n) of each
+global batch from it. Every process draws the same group each step, so all processes run
+the same program. A task for which some process's part holds no usable example is an error
+at start-up, naming the process, the task and the fields.
 """
 from __future__ import annotations
 
+import atexit
+import gc
+import json
 import math
-from typing import Iterator, Mapping
+import os
+import weakref
+from typing import Iterator
 
 import ml_collections
 import numpy as np
+import seqio
+import tensorflow as tf
 
-from data_pipelines.feature_converter import VideoPoetFeatureConverter, convert_example
+from data_pipelines.feature_converter import VideoPoetFeatureConverter
 from data_pipelines.mixtures import (ImageVideoSchedule, LengthGroup, draw_group,
-                                     make_length_groups)
-from data_pipelines.seqio_tasks import ShardDataset, example_has_fields, register_seqio_tasks
-from vp_jax.features import TEXT_EMBEDDINGS, stack_features
-from vp_jax.tasks import TASKS_BY_NAME, Geometry, build_sequence, get_task
+                                     make_length_groups, register_group_mixtures)
+from data_pipelines.seqio_tasks import ShardDataset, register_seqio_tasks
+from vp_jax.features import TEXT_EMBEDDINGS
+from vp_jax.tasks import TASKS_BY_NAME, Geometry, get_task
 from vp_jax.vocabulary import Vocabulary
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+STATE_FILENAME = "input_state.json"
+ITERATORS_PREFIX = "iterators"
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -62,6 +89,7 @@ def default_data_config() -> ml_collections.ConfigDict:
         "text_dropout": 0.1,
         "image_video_schedule": None,
         "num_parallel_reads": 2,
+        "shuffle_buffer_size": 1000,
     })
 
 
@@ -118,9 +146,10 @@ def validate_data_config(data_config, check_shards: bool = True) -> list[str]:
         if kinds != {True, False}:
             errors.append(f"data.image_video_schedule needs both image tasks (e.g. t2i) and video "
                           f"tasks in data.tasks, got {sorted(known)}")
-    reads = _get(data_config, "num_parallel_reads", 1)
-    if not isinstance(reads, int) or reads < 1:
-        errors.append(f"data.num_parallel_reads must be an int >= 1, got {reads!r}")
+    for field, default in (("num_parallel_reads", 1), ("shuffle_buffer_size", 1000)):
+        value = _get(data_config, field, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            errors.append(f"data.{field} must be an int >= 1, got {value!r}")
     if check_shards:
         shards_dir = _get(data_config, "shards_dir")
         if not shards_dir or not isinstance(shards_dir, str):
@@ -174,12 +203,40 @@ def length_groups(data_config, vocab: Vocabulary, geometry: Geometry) -> tuple[L
                               float(_get(data_config, "length_group_max_padding", 0.1)))
 
 
+_OPEN_INPUTS: "weakref.WeakSet[TrainInput]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_inputs() -> None:
+    """Stops every live input before the interpreter shuts down: a tf.data thread still
+    running a Python (numpy_function) map at shutdown would wait for the GIL forever and
+    hang the exit."""
+    for train_input in list(_OPEN_INPUTS):
+        train_input.close()
+
+
+def group_seed(seed: int, group_index: int, process_index: int) -> int:
+    """The tf.data seed of one length group's pipeline on one process: different per group
+    and per process, so processes shuffle, mix tasks and drop captions independently (which
+    examples a process owns never depends on the seed, see `seqio_tasks.ShardFileSource`)."""
+    entropy = [seed, 0x73, group_index, process_index]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0] >> 1)
+
+
+def _task_feature_lengths(group: LengthGroup, dataset: ShardDataset) -> dict[str, int]:
+    lengths = {"inputs": group.length, "targets": group.length, "task_index": 1}
+    if dataset.text_embedding_dim:
+        lengths[TEXT_EMBEDDINGS] = dataset.geometry.text_length
+    return lengths
+
+
 class TrainInput:
-    """Training batches of this process, one AGD length group per step.
+    """Training batches of this process, one AGD length group per step, from seqio Mixtures.
 
     `next_batch()` returns (group name, features) with features of `vp_jax.features`, each
     [global_batch_size / process_count, group.length] (text_embeddings
-    [rows, text_length, dim] in "t5" text mode).
+    [rows, text_length, dim] in "t5" text mode). `save(directory)` / `restore(directory)`
+    checkpoint the exact position (see the module docstring).
     """
 
     def __init__(self, data_config, global_batch_size: int, seed: int, split: str = "train",
@@ -201,100 +258,118 @@ class TrainInput:
         self.global_batch_size, self.seed, self.split = global_batch_size, int(seed), split
         self.total_steps = total_steps
         self.text_dropout = float(_get(data_config, "text_dropout", 0.0))
-        self._rows = global_batch_size // self.process_count
-        self._load(int(_get(data_config, "num_parallel_reads", 1)))
+        self.rows = global_batch_size // self.process_count
+        self.shard_info = seqio.ShardInfo(self.process_index, self.process_count)
+        self.tasks = register_seqio_tasks(
+            self.dataset, [t for g in self.groups for t in g.tasks], self.text_dropout,
+            shuffle_buffer_size=int(_get(data_config, "shuffle_buffer_size", 1000)),
+            num_parallel_reads=int(_get(data_config, "num_parallel_reads", 1)))
+        self._check_every_task_has_examples()
+        self.mixtures = register_group_mixtures(self.tasks, self.groups)
+        self._converter = VideoPoetFeatureConverter(self.vocab, self.text_embedding_dim)
+        self._iterators = {g.name: iter(self._group_batches(g)) for g in self.groups}
         self._step = 0
-        self._group_batches = {g.name: 0 for g in self.groups}
-        self._positions = {t: [0] * self.process_count for g in self.groups for t in g.tasks}
-        self._orders: dict[str, tuple[int, np.ndarray]] = {}
+        self._served = {g.name: 0 for g in self.groups}
+        _OPEN_INPUTS.add(self)
 
-    def _load(self, num_parallel_reads: int) -> None:
-        """Reads this process's part of the split; indexes each task's eligible clips."""
-        tasks = [get_task(t) for g in self.groups for t in g.tasks]
-        fields = {f for t in tasks for f in self.dataset.task_fields(t)}
-        ds = self.dataset.read(self.split, sorted(fields), self.process_index, self.process_count,
-                               num_parallel_reads)
-        # Sorted by clip_id: the epoch permutations index this list, so its order must not
-        # depend on file interleaving (num_parallel_reads).
-        self._clips = sorted(ds.as_numpy_iterator(), key=lambda clip: clip["clip_id"])
-        self._eligible = {}
-        for task in tasks:
-            needed = self.dataset.task_fields(task)
-            self._eligible[task.name] = np.array(
-                [i for i, clip in enumerate(self._clips) if example_has_fields(clip, needed)], np.int64)
-            if not self._eligible[task.name].size:
+    def close(self) -> None:
+        """Stops the background tf.data work (done at exit anyway); no batches after this."""
+        if self._iterators:
+            self._iterators = {}
+            gc.collect()  # the iterators' resources go now, not at some later collection
+
+    def _check_every_task_has_examples(self) -> None:
+        """A task none of whose examples in this process's part has its fields would make
+        the repeated, filtered stream spin forever: fail now, naming what is missing."""
+        for name, task in self.tasks.items():
+            probe = task.get_dataset(None, split=self.split, shuffle=False, seed=0,
+                                     shard_info=self.shard_info, num_epochs=1,
+                                     trim_output_features=False, try_in_mem_cache=False)
+            if next(iter(probe.take(1)), None) is None:
+                files = self.dataset.files(self.split)
+                part = (f"shard files {self.process_index}, {self.process_index + self.process_count}, "
+                        f"... of {len(files)}" if len(files) >= self.process_count else
+                        f"every {self.process_count}-th example of {len(files)} file(s)")
                 raise ValueError(
                     f"{self.dataset.directory} split {self.split!r}: process {self.process_index} of "
-                    f"{self.process_count} has no example with field(s) {list(needed)} for task "
-                    f"{task.name!r} ({len(self._clips)} examples read)")
+                    f"{self.process_count} reads {part} and finds no example with field(s) "
+                    f"{list(self.dataset.task_fields(get_task(name)))} for task {name!r}")
+
+    def group_examples(self, group_name: str):
+        """tf.data of this process's task features of one group (inputs, targets, task_index,
+        [text_embeddings,] clip_id), unconverted: the stream `next_batch` batches, rebuilt
+        from the start (for inspection and tests)."""
+        g = [group.name for group in self.groups].index(group_name)
+        group = self.groups[g]
+        return self.mixtures[group.name].get_dataset(
+            sequence_length=_task_feature_lengths(group, self.dataset), split=self.split,
+            shuffle=True, seed=group_seed(self.seed, g, self.process_index),
+            shard_info=self.shard_info,
+            num_epochs=None, passthrough_features=["clip_id"], log_mixing_proportions=False,
+            # Never truncate (an over-long example is the converter's error) and keep the
+            # saved iterator states to buffers, not a cached copy of the data.
+            trim_output_features=False, try_in_mem_cache=False)
+
+    def _group_batches(self, group: LengthGroup):
+        ds = self._converter(self.group_examples(group.name), _task_feature_lengths(group, self.dataset))
+        return ds.batch(self.rows, drop_remainder=True).prefetch(2)
 
     # ----------------------------------------------------------------- batches
     def next_batch(self) -> tuple[str, dict[str, np.ndarray]]:
-        g = draw_group(self.groups, self.seed, self._step, self.total_steps, self.schedule)
-        group = self.groups[g]
-        count = self._group_batches[group.name]
-        rng = np.random.default_rng([self.seed, 0x72, g, count])
-        row_tasks = rng.choice(len(group.tasks), size=self.global_batch_size, p=group.task_rates)
-        drop_text = rng.random(self.global_batch_size) < self.text_dropout
-        examples = []
-        for row, (t, drop) in enumerate(zip(row_tasks, drop_text)):
-            name, process = group.tasks[t], row // self._rows
-            position = self._positions[name][process]
-            self._positions[name][process] += 1
-            if process == self.process_index:
-                examples.append(self._example(name, position, bool(drop), group.length))
-        self._group_batches[group.name] += 1
+        group = self.groups[draw_group(self.groups, self.seed, self._step, self.total_steps,
+                                       self.schedule)]
+        if not self._iterators:
+            raise RuntimeError("TrainInput.next_batch after close()")
+        batch = next(self._iterators[group.name])
+        self._served[group.name] += 1
         self._step += 1
-        return group.name, stack_features(examples)
-
-    def _clip_index(self, task: str, position: int) -> int:
-        eligible = self._eligible[task]
-        epoch, offset = divmod(position, eligible.size)
-        cached = self._orders.get(task)
-        if cached is None or cached[0] != epoch:
-            key = [self.seed, 0x70, get_task(task).index, self.process_index, epoch]
-            cached = (epoch, np.random.default_rng(key).permutation(eligible.size))
-            self._orders[task] = cached
-        return int(eligible[cached[1][offset]])
-
-    def _example(self, task_name: str, position: int, drop_text: bool, length: int
-                 ) -> dict[str, np.ndarray]:
-        clip = self._clips[self._clip_index(task_name, position)]
-        task = get_task(task_name)
-        inputs, targets = build_sequence(task, clip, self.vocab, drop_text=drop_text)
-        text_embeddings = None
-        if self.text_embedding_dim:  # every task carries the feature in "t5" mode
-            text_embeddings = (clip[TEXT_EMBEDDINGS] if "text" in task.fields
-                               else np.zeros([0, self.text_embedding_dim], np.float32))
-        return convert_example(inputs, targets, task.index, self.vocab, length, text_embeddings,
-                               self.geometry.text_length)
+        return group.name, {k: v.numpy() for k, v in sorted(batch.items())}
 
     # ------------------------------------------------------------------- resume
     def state(self) -> dict:
-        """The data position after the last batch served: JSON-able, equal on all processes."""
+        """The data position after the last batch served, as JSON, equal on all processes:
+        (step, batches per group) and what the pipeline is built from. Not enough to resume
+        alone; `save` adds the iterator states."""
         return {"version": STATE_VERSION, "seed": self.seed, "split": self.split,
-                "process_count": self.process_count, "step": self._step,
-                "group_batches": dict(self._group_batches),
-                "task_positions": {t: list(p) for t, p in self._positions.items()}}
+                "process_count": self.process_count, "global_batch_size": self.global_batch_size,
+                "step": self._step, "group_batches": dict(self._served),
+                "mixtures": {name: mixture.name for name, mixture in self.mixtures.items()}}
 
-    def restore(self, state: Mapping) -> None:
-        """Continues exactly where the run that saved `state` stopped."""
-        expected = self.state()
-        for key in ("version", "seed", "split", "process_count"):
-            if state.get(key) != expected[key]:
-                raise ValueError(f"data state field {key!r} is {state.get(key)!r} but this input "
-                                 f"has {expected[key]!r}; cannot resume exactly")
-        for key in ("group_batches", "task_positions"):
-            if set(state.get(key, {})) != set(expected[key]):
-                raise ValueError(f"data state field {key!r} covers {sorted(state.get(key, {}))} but "
-                                 f"this input has {sorted(expected[key])} (tasks or length groups "
-                                 f"changed); cannot resume exactly")
-        if any(len(p) != self.process_count for p in state["task_positions"].values()):
-            raise ValueError(f"data state 'task_positions' must hold {self.process_count} counters "
-                             f"per task, got {state['task_positions']}")
-        self._step = int(state["step"])
-        self._group_batches = {k: int(v) for k, v in state["group_batches"].items()}
-        self._positions = {k: [int(x) for x in v] for k, v in state["task_positions"].items()}
+    def _checkpoint(self) -> tf.train.Checkpoint:
+        return tf.train.Checkpoint(**self._iterators)
+
+    def save(self, directory: str) -> None:
+        """Writes this process's exact position into `directory` (its own, per process)."""
+        tf.io.gfile.makedirs(directory)
+        with tf.io.gfile.GFile(os.path.join(directory, STATE_FILENAME), "w") as f:
+            json.dump(dict(self.state(), process_index=self.process_index), f, indent=1, sort_keys=True)
+        self._checkpoint().write(os.path.join(directory, ITERATORS_PREFIX))
+
+    def restore(self, directory: str) -> None:
+        """Continues exactly where the input that wrote `directory` with `save` stopped."""
+        path = os.path.join(directory, STATE_FILENAME)
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(f"{path}: no saved input state (expected the file "
+                                    f"TrainInput.save writes)")
+        with tf.io.gfile.GFile(path) as f:
+            saved = json.load(f)
+        expected = dict(self.state(), process_index=self.process_index)
+        for key in ("version", "seed", "split", "process_count", "process_index", "global_batch_size"):
+            if saved.get(key) != expected[key]:
+                raise ValueError(f"{path}: data state field {key!r} is {saved.get(key)!r} but this "
+                                 f"input has {expected[key]!r}; cannot resume exactly")
+        if saved.get("mixtures") != expected["mixtures"]:
+            raise ValueError(f"{path}: data state field 'mixtures' is {saved.get('mixtures')} but this "
+                             f"input has {expected['mixtures']} (tasks, rates, length groups, text "
+                             f"dropout or reading options changed); cannot resume exactly")
+        prefix = os.path.join(directory, ITERATORS_PREFIX)
+        try:
+            self._checkpoint().read(prefix).assert_consumed()
+        except (tf.errors.OpError, AssertionError, ValueError) as e:
+            raise ValueError(f"{prefix}: the saved tf.data iterator states do not fit this input "
+                             f"pipeline ({type(e).__name__}: {e})") from e
+        self._step = int(saved["step"])
+        self._served = {k: int(v) for k, v in saved["group_batches"].items()}
 
 
 def eval_batches(data_config, split: str, global_batch_size: int, max_batches_per_task: int,
@@ -309,8 +384,6 @@ def eval_batches(data_config, split: str, global_batch_size: int, max_batches_pe
     [i * B / n, (i + 1) * B / n); rows past the end of the data are all-zero padding
     (loss_weights 0, segment_ids 0).
     """
-    import tensorflow as tf
-
     _check_config(data_config)
     process_index, process_count = _process(process_index, process_count)
     if global_batch_size < 1 or global_batch_size % process_count:
@@ -326,9 +399,7 @@ def eval_batches(data_config, split: str, global_batch_size: int, max_batches_pe
     mine = slice(process_index * rows, (process_index + 1) * rows)
     for name in names:
         group = group_of[name]
-        lengths = {"inputs": group.length, "targets": group.length, "task_index": 1}
-        if dataset.text_embedding_dim:
-            lengths[TEXT_EMBEDDINGS] = dataset.geometry.text_length
+        lengths = _task_feature_lengths(group, dataset)
         ds = seqio_tasks[name].get_dataset(sequence_length=None, split=split, shuffle=False,
                                            seed=0, num_epochs=1)
         ds = converter(ds.take(max_batches_per_task * global_batch_size), lengths)

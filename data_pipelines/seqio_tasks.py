@@ -13,7 +13,17 @@ the shards can feed, a `seqio.Task` whose examples follow the common schema:
 
 A task applies only to examples that have its fields (a clip without sound never feeds
 video_to_audio). Text dropout for classifier-free guidance rebuilds the sequence with
-`build_sequence(drop_text=True)` for a seeded random share of examples.
+`build_sequence(drop_text=True)` for a seeded random share of examples: the draw of each
+example comes from seqio's per-example map seeds (fixed by the `seed` given to
+`get_dataset` and the example's position in the task's stream) folded with the task index,
+so it is reproducible and checkpointed with the tf.data iterator, and two tasks of one
+mixture never share their draws.
+
+Process sharding (`ShardFileSource`): with `seqio.ShardInfo(i, n)` process i reads shard
+files i, i+n, ... when there are at least n files (seqio's own rule), else every n-th
+example of all files read in a fixed order. Unlike seqio's fallback (shuffle the files, then
+take every n-th example) which examples a process owns then never depends on the shuffle,
+so it can be checked up front (`input_pipeline.TrainInput`) and never changes per epoch.
 
 The model features (loss weights, attention structure, modality ids) come from
 `data_pipelines.feature_converter.VideoPoetFeatureConverter`; mixtures and AGD length groups
@@ -28,7 +38,6 @@ import json
 import os
 from typing import Iterable, Mapping, Sequence
 
-import numpy as np
 import seqio
 import tensorflow as tf
 
@@ -130,11 +139,6 @@ def has_fields(example: Mapping[str, tf.Tensor], fields: Sequence[str]) -> tf.Te
     return tf.reduce_all(tf.stack(present)) if present else tf.constant(True)
 
 
-def example_has_fields(example: Mapping[str, np.ndarray], fields: Sequence[str]) -> bool:
-    """numpy twin of `has_fields` for examples already read into memory."""
-    return all(np.asarray(example[f]).size > 0 for f in fields)
-
-
 # ------------------------------------------------------------------ seqio tasks
 
 
@@ -151,9 +155,35 @@ def output_features(dataset: ShardDataset) -> dict[str, seqio.Feature]:
     return features
 
 
-def seqio_task_name(dataset: ShardDataset, task: str, text_dropout: float) -> str:
-    """Registry name of one (dataset, task, text dropout) Task; stable across processes."""
-    key = json.dumps([dataset.directory, dataset.spec.splits, float(text_dropout)], sort_keys=True)
+class ShardFileSource(seqio.FileDataSource):
+    """A FileDataSource whose process sharding never depends on the shuffle.
+
+    With at least `shard_info.num_shards` files it is seqio's FileDataSource (files
+    i, i+n, ..., shuffled with the seed). With fewer files, seqio would shuffle the files
+    and then keep every n-th example, so the examples a process owns would change with the
+    seed and every epoch; here every process reads all files in a fixed order and keeps
+    every n-th example, the same set each epoch (the Task's shuffle buffer still mixes them).
+    """
+
+    @property
+    def supports_arbitrary_sharding(self) -> bool:
+        return True  # seqio then hands shard_info to get_dataset in both cases
+
+    def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,
+                    shard_info: seqio.ShardInfo | None = None, **kwargs) -> tf.data.Dataset:
+        if shard_info is None or len(self.list_shards(split)) >= shard_info.num_shards:
+            return super().get_dataset(split, shuffle, seed, shard_info, **kwargs)
+        ds = super().get_dataset(split, shuffle=False, seed=seed, **kwargs)
+        return ds.shard(shard_info.num_shards, shard_info.index)
+
+
+def seqio_task_name(dataset: ShardDataset, task: str, text_dropout: float,
+                    shuffle_buffer_size: int = seqio.SHUFFLE_BUFFER_SIZE,
+                    num_parallel_reads: int = 16) -> str:
+    """Registry name of one (dataset, task, text dropout, reading options) Task; stable
+    across processes."""
+    key = json.dumps([dataset.directory, dataset.spec.splits, float(text_dropout),
+                      int(shuffle_buffer_size), int(num_parallel_reads)], sort_keys=True)
     return f"videopoet_{task}_{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
 
@@ -175,6 +205,8 @@ def build_task_sequences(example, seed, task_name: str, vocab: Vocabulary,
     caption's [n, dim] rows, or [0, dim] for a task without text.
     """
     task = get_task(task_name)
+    # seqio gives every Task of a mixture the same seed stream: the task index tells them apart.
+    seed = tf.random.experimental.stateless_fold_in(seed, task.index)
     drop_text = tf.random.stateless_uniform([], seed=seed) < text_dropout
 
     def build(drop, *values):
@@ -194,11 +226,15 @@ def build_task_sequences(example, seed, task_name: str, vocab: Vocabulary,
 
 
 def register_seqio_tasks(dataset: ShardDataset, task_names: Sequence[str] | None = None,
-                         text_dropout: float = 0.0) -> dict[str, seqio.Task]:
+                         text_dropout: float = 0.0,
+                         shuffle_buffer_size: int = seqio.SHUFFLE_BUFFER_SIZE,
+                         num_parallel_reads: int = 16) -> dict[str, seqio.Task]:
     """Registers (idempotently) one seqio.Task per VideoPoet task; returns {task name: Task}.
 
     `task_names=None` takes every task the shards can feed; a named task whose fields the
     dataset lacks entirely is an error naming the task and the field.
+    `shuffle_buffer_size` is each Task's example shuffle buffer (`get_dataset(shuffle=True)`);
+    `num_parallel_reads` the shard files its source reads at once (interleave cycle length).
     """
     if not 0.0 <= text_dropout < 1.0:
         raise ValueError(f"text_dropout must be in [0, 1), got {text_dropout}")
@@ -210,15 +246,18 @@ def register_seqio_tasks(dataset: ShardDataset, task_names: Sequence[str] | None
         if missing:
             raise ValueError(f"task {task.name!r} needs shard field(s) {missing} but "
                              f"{dataset.directory} has only {dataset.spec.fields}")
-        name = seqio_task_name(dataset, task.name, text_dropout)
+        name = seqio_task_name(dataset, task.name, text_dropout, shuffle_buffer_size,
+                               num_parallel_reads)
         if name not in seqio.TaskRegistry.names():
             fields = dataset.task_fields(task)
-            source = seqio.FileDataSource(
+            source = ShardFileSource(
                 read_file_fn=functools.partial(_read_shard_file, fields=("clip_id",) + fields),
                 split_to_filepattern=splits,
-                num_input_examples={s: dataset.num_examples(s) for s in splits})
+                num_input_examples={s: dataset.num_examples(s) for s in splits},
+                cycle_length=int(num_parallel_reads))
             seqio.TaskRegistry.add(
                 name, source=source, output_features=output_features(dataset),
+                shuffle_buffer_size=int(shuffle_buffer_size),
                 preprocessors=[
                     functools.partial(keep_examples_with_fields, fields=fields),
                     functools.partial(build_task_sequences, task_name=task.name,

@@ -9,6 +9,14 @@ On disk (one Orbax CheckpointManager directory):
 
     <directory>/<step>/state/      the pytree (TrainState or any tree of arrays), sharded
     <directory>/<step>/metadata/   JSON dict given to `save`
+    <directory>/<step>/process_local/process_<i>-of-<n>/
+                                   optional: what process i of n saved for itself (the LM
+                                   trainer's tf.data iterator states, `ProcessLocalState`)
+
+The process-local item is part of the step: it is committed with the state (a step without
+it is never visible) and deleted with it when `max_to_keep` drops the step. It is written
+synchronously inside `save` (the object may change as soon as `save` returns, e.g. an input
+iterator advancing), so step directories are created synchronously too.
 
 Restoring onto another mesh: pass `abstract_state`, a pytree of `jax.ShapeDtypeStruct`
 whose `.sharding` is the *new* sharding (see `abstract_like`); Orbax reads each shard
@@ -19,14 +27,15 @@ devices; call `wait_until_finished` (or `close`) before the process exits.
 
 Example:
     ckpt = Checkpointer('/tmp/run/checkpoints', max_to_keep=3, save_interval_steps=100)
-    ckpt.save(step, state, metadata={'data': train_input.state()})
-    state, metadata = ckpt.restore(abstract_like(state, state_shardings))
+    ckpt.save(step, state, metadata={'data': train_input.state()}, process_local=train_input)
+    state, metadata = ckpt.restore(abstract_like(state, state_shardings), process_local=train_input)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import numpy as np
@@ -34,6 +43,55 @@ import orbax.checkpoint as ocp
 
 STATE_ITEM = 'state'
 METADATA_ITEM = 'metadata'
+PROCESS_LOCAL_ITEM = 'process_local'
+
+
+class ProcessLocalState(Protocol):
+    """Something each process saves for itself next to the shared state (e.g. its input
+    pipeline's iterators). `save`/`restore` get a directory of this process alone."""
+
+    def save(self, directory: str) -> None: ...
+
+    def restore(self, directory: str) -> None: ...
+
+
+def process_local_dirname() -> str:
+    """This process's folder inside the process-local item."""
+    return f'process_{jax.process_index()}-of-{jax.process_count()}'
+
+
+class ProcessLocalHandler(ocp.CheckpointHandler):
+    """Orbax handler: every process saves/restores its own `ProcessLocalState` into
+    <item directory>/process_<i>-of-<n>/ (Orbax has created the item directory and synced
+    the processes before `save` runs)."""
+
+    def save(self, directory, args: 'ProcessLocalSave'):
+        path = directory / process_local_dirname()
+        path.mkdir(parents=True, exist_ok=True)
+        args.item.save(os.fspath(path))
+
+    def restore(self, directory, args: 'ProcessLocalRestore' = None):
+        path = directory / process_local_dirname()
+        if not path.exists():
+            saved = (sorted(p.name for p in directory.iterdir() if p.name.startswith('process_'))
+                     if directory.exists() else [])
+            raise FileNotFoundError(
+                f'{path}: no process-local state for {process_local_dirname()}; the checkpoint '
+                f'holds {saved} (saved with another process count?)')
+        args.item.restore(os.fspath(path))
+        return args.item
+
+
+@ocp.args.register_with_handler(ProcessLocalHandler, for_save=True)
+@dataclasses.dataclass
+class ProcessLocalSave(ocp.args.CheckpointArgs):
+    item: ProcessLocalState
+
+
+@ocp.args.register_with_handler(ProcessLocalHandler, for_restore=True)
+@dataclasses.dataclass
+class ProcessLocalRestore(ocp.args.CheckpointArgs):
+    item: ProcessLocalState
 
 
 def abstract_like(tree, shardings=None):
@@ -75,10 +133,14 @@ class Checkpointer:
             max_to_keep=max_to_keep,
             save_interval_steps=save_interval_steps,
             enable_async_checkpointing=async_save,
+            # The process-local item is written synchronously inside `save`: its directory
+            # must exist by then (the arrays are still written in the background).
+            async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
             create=True,
         )
         self._manager = ocp.CheckpointManager(
-            self.directory, options=options, item_names=(STATE_ITEM, METADATA_ITEM))
+            self.directory, options=options,
+            item_names=(STATE_ITEM, METADATA_ITEM, PROCESS_LOCAL_ITEM))
 
     def latest_step(self) -> int | None:
         """The newest finished checkpoint step, or None if the directory has none."""
@@ -87,28 +149,41 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
-    def save(self, step: int, state, metadata: dict | None = None, force: bool = False) -> bool:
+    def save(self, step: int, state, metadata: dict | None = None, force: bool = False,
+             process_local: ProcessLocalState | None = None) -> bool:
         """Save `state` (pytree of jax/np arrays) and `metadata` (JSON-able) at `step`.
 
+        `process_local`, when given, saves itself (`.save(directory)`) into this process's
+        own folder of the step before this returns; every process must pass one then.
         Returns True if a save was started (False when the interval skips this step).
         Every process must call it (Orbax coordinates multi-host writes).
         """
-        return self._manager.save(
-            int(step),
-            args=ocp.args.Composite(**{
-                STATE_ITEM: ocp.args.StandardSave(state),
-                METADATA_ITEM: ocp.args.JsonSave(dict(metadata or {})),
-            }),
-            force=force,
-        )
+        items = {
+            STATE_ITEM: ocp.args.StandardSave(state),
+            METADATA_ITEM: ocp.args.JsonSave(dict(metadata or {})),
+        }
+        if process_local is not None:
+            items[PROCESS_LOCAL_ITEM] = ProcessLocalSave(process_local)
+        return self._manager.save(int(step), args=ocp.args.Composite(**items), force=force)
 
-    def restore(self, abstract_state, step: int | None = None) -> tuple[Any, dict]:
+    def restore(self, abstract_state, step: int | None = None,
+                process_local: ProcessLocalState | None = None) -> tuple[Any, dict]:
         """Restore (state, metadata) at `step` (default: latest) onto `abstract_state`'s shardings.
 
-        Raises FileNotFoundError naming the directory when there is nothing to restore, and
-        ValueError naming the step when the saved tree does not match `abstract_state`.
+        `process_local`, when given, restores itself (`.restore(directory)`) from the folder
+        this process saved at that step.
+        Raises FileNotFoundError naming the directory when there is nothing to restore (or
+        no process-local state where one is asked for), and ValueError naming the step when
+        the saved tree does not match `abstract_state`.
         """
         step = self._resolve_step(step)
+        if process_local is not None:
+            where = os.path.join(self.directory, str(step), PROCESS_LOCAL_ITEM)
+            if not os.path.isdir(where):
+                raise FileNotFoundError(
+                    f'Checkpoint {self.directory}/{step} has no {PROCESS_LOCAL_ITEM}/ item (the '
+                    'per-process data position); it was saved without one and cannot be resumed '
+                    'exactly.')
         try:
             restored = self._manager.restore(
                 step,
@@ -121,6 +196,9 @@ class Checkpointer:
             raise ValueError(
                 f'Checkpoint {self.directory}/{step}: saved state does not match the expected '
                 f'structure/shapes ({type(e).__name__}: {e}).') from e
+        if process_local is not None:  # its own errors say what does not match
+            self._manager.restore(step, args=ocp.args.Composite(**{
+                PROCESS_LOCAL_ITEM: ProcessLocalRestore(process_local)}))
         return restored[STATE_ITEM], dict(restored[METADATA_ITEM] or {})
 
     def restore_metadata(self, step: int | None = None) -> dict:

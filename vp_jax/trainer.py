@@ -8,7 +8,8 @@ shape), shards this process's rows into global arrays, and runs the jitted, dona
 step of vp_jax/train_step.py. Around it:
 
 - resume: the latest checkpoint in <workdir>/checkpoints restores the state (onto this
-  run's mesh, whatever mesh saved it) and the exact data position, so the next losses are
+  run's mesh, whatever mesh saved it) and the exact data position (each process's tf.data
+  iterator states, saved in the step as its process-local item), so the next losses are
   the ones an uninterrupted run would have produced; with no checkpoint, `init_from` can
   supply the parameters (finetuning / task adaptation);
 - NaN/Inf guard: the step never applies a non-finite update; the loop checks the flag one
@@ -169,8 +170,8 @@ def resolve_for_data(config: ml_collections.ConfigDict, data: DataDescription) -
 def _initial_state(job: Job, checkpointer: Checkpointer, train_input) -> tuple[Any, int]:
     """Resume from the workdir, else init (with `init_from` params when set). -> (state, step)."""
     if checkpointer.latest_step() is not None:
-        state, metadata = checkpointer.restore(job.abstract_state)
-        train_input.restore(metadata['data'])
+        # The input restores its own per-process iterator states saved with the step.
+        state, _ = checkpointer.restore(job.abstract_state, process_local=train_input)
         step = int(jax.device_get(state.step))
         log(f'[train] resumed from {checkpointer.directory} at step {step}')
         return state, step
@@ -319,7 +320,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
                 _raise_non_finite(step, metrics, checkpointer)
             if save:
                 checkpointer.save(step, state, {'data': train_input.state(), 'config': config.to_dict()},
-                                  force=is_last)
+                                  force=is_last, process_local=train_input)
             scalars = {}
             if log_now:
                 scalars = window.scalars(jax.device_count(), train_cfg.get('peak_flops_per_device', 0.0))
@@ -333,6 +334,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     finally:
         checkpointer.close()
         progress.close()
+        train_input.close()
     return history
 
 

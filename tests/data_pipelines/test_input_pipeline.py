@@ -1,4 +1,6 @@
-"""TrainInput and eval_batches: group-shaped batches, exact resume, disjoint processes."""
+"""TrainInput and eval_batches: group-shaped batches from seqio Mixtures, exact resume from
+saved iterator states, disjoint processes."""
+import collections
 import json
 
 import numpy as np
@@ -7,8 +9,9 @@ import pytest
 from data_pipelines import testing
 from data_pipelines.input_pipeline import (TrainInput, default_data_config, eval_batches,
                                            validate_data_config)
+from data_pipelines.seqio_tasks import ShardDataset
 from vp_jax.features import FEATURE_DTYPES
-from vp_jax.tasks import TASKS, get_task
+from vp_jax.tasks import get_task
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +25,7 @@ def config(shards, **overrides):
     cfg = default_data_config()
     cfg.shards_dir = shards
     cfg.tasks = {"t2v": 1.0, "unconditional": 1.0, "t2i": 1.0, "video_to_audio": 1.0}
+    cfg.shuffle_buffer_size = 64  # the tests' datasets hold 48 clips
     for key, value in overrides.items():
         cfg[key] = value  # replaces (ConfigDict.update would merge the tasks mapping)
     return cfg
@@ -29,6 +33,10 @@ def config(shards, **overrides):
 
 def take(train_input, n):
     return [train_input.next_batch() for _ in range(n)]
+
+
+def clip_ids(train_input, group_name, n):
+    return [ex["clip_id"].decode() for ex in train_input.group_examples(group_name).take(n).as_numpy_iterator()]
 
 
 def assert_same(a, b):
@@ -53,14 +61,18 @@ def test_every_batch_is_one_length_group_of_model_features(shards):
     assert seen == set(lengths)
 
 
-def test_resume_sees_exactly_the_batches_of_an_uninterrupted_run(shards):
+def test_resume_sees_exactly_the_batches_of_an_uninterrupted_run(shards, tmp_path):
     cfg = config(shards, text_dropout=0.3)
     uninterrupted = take(TrainInput(cfg, 8, seed=3, process_index=0, process_count=1), 40)
     first = TrainInput(cfg, 8, seed=3, process_index=0, process_count=1)
     take(first, 25)
-    state = json.loads(json.dumps(first.state()))
+    first.save(str(tmp_path / "position"))
+    take(first, 3)  # the saved position stays where it was
+    first.close()
     resumed = TrainInput(cfg, 8, seed=3, process_index=0, process_count=1)
-    resumed.restore(state)
+    resumed.restore(str(tmp_path / "position"))
+    state = json.loads(json.dumps(resumed.state()))  # the JSON part the checkpoint metadata keeps
+    assert state["step"] == sum(state["group_batches"].values()) == 25
     assert_same(take(resumed, 15), uninterrupted[25:])
 
 
@@ -73,25 +85,42 @@ def test_order_is_fixed_by_the_seed(shards):
                for x, y in zip(a, c))
 
 
-def test_each_epoch_walks_every_eligible_clip_once(shards):
+def test_a_task_walks_every_clip_with_its_fields_about_once_per_epoch(shards):
     ti = TrainInput(config(shards, tasks={"video_to_audio": 1.0}), 4, seed=0,
                     process_index=0, process_count=1)
-    eligible = ti._eligible["video_to_audio"]
-    assert eligible.size == 36  # 48 clips, every 4th is silent
-    for epoch in range(2):
-        walk = [ti._clip_index("video_to_audio", epoch * eligible.size + k) for k in range(eligible.size)]
-        assert sorted(walk) == sorted(eligible.tolist())
+    with_sound = {c["clip_id"].decode() for c in ShardDataset.open(shards).read("train", ["audio_tokens"])
+                  .as_numpy_iterator() if c["audio_tokens"].size}
+    assert len(with_sound) == 36  # 48 clips, every 4th is silent
+    counts = collections.Counter(clip_ids(ti, ti.groups[0].name, 10 * 36))
+    assert set(counts) == with_sound
+    # Ten epochs through a 64-example shuffle buffer: each clip 10 times, give or take the
+    # two epochs the buffer can reach across.
+    assert 8 <= min(counts.values()) and max(counts.values()) <= 12
 
 
-def test_processes_read_disjoint_clips_and_share_one_state(shards):
-    cfg = config(shards, text_dropout=0.2)
+@pytest.mark.parametrize("num_shards", [2, 1])  # 1 file for 2 processes: every 2nd example each
+def test_processes_read_disjoint_clips_and_share_one_state(tmp_path, num_shards):
+    testing.write_synthetic_shards(str(tmp_path), num_examples=48, num_shards=num_shards, silent_every=4)
+    cfg = config(str(tmp_path), text_dropout=0.2)
     parts = [TrainInput(cfg, 8, seed=0, process_index=i, process_count=2) for i in range(2)]
-    ids = [{c["clip_id"] for c in p._clips} for p in parts]
+    group = next(g.name for g in parts[0].groups if "t2v" in g.tasks)
+    ids = [set(clip_ids(p, group, 150)) for p in parts]
     assert not ids[0] & ids[1] and len(ids[0] | ids[1]) == 48
     for _ in range(12):
         (name0, b0), (name1, b1) = parts[0].next_batch(), parts[1].next_batch()
         assert name0 == name1 and b0["input_tokens"].shape[0] == b1["input_tokens"].shape[0] == 4
     assert parts[0].state() == parts[1].state()
+
+
+def test_a_process_without_examples_for_a_task_is_an_error_naming_it(tmp_path):
+    # One file, two processes: process 1 gets examples 1, 3, 5, ..., all of them silent.
+    testing.write_synthetic_shards(str(tmp_path), num_examples=8, num_shards=1, silent_every=2)
+    cfg = config(str(tmp_path), tasks={"video_to_audio": 1.0})
+    TrainInput(cfg, 2, seed=0, process_index=0, process_count=2).close()
+    with pytest.raises(ValueError, match=r"process 1 of 2 reads every 2-th example of 1 file\(s\) and "
+                                         r"finds no example with field\(s\) \['video_tokens', "
+                                         r"'audio_tokens'\] for task 'video_to_audio'"):
+        TrainInput(cfg, 2, seed=0, process_index=1, process_count=2)
 
 
 def test_text_dropout_empties_the_caption_of_about_its_share_of_rows(shards):
@@ -122,23 +151,43 @@ def test_t5_text_mode_adds_padded_text_embeddings(tmp_path):
         assert np.all(np.abs(row[:n]).sum(axis=1) > 0) and not row[n:].any()
 
 
-def test_restore_refuses_a_state_from_another_seed_or_task_set(shards):
+def test_t5_text_mode_resumes_exactly_too(tmp_path):
+    testing.write_synthetic_shards(str(tmp_path / "shards"), num_examples=16, text_mode="t5", num_shards=1)
+    cfg = config(str(tmp_path / "shards"), tasks={"t2v": 1.0, "t2i": 1.0}, text_dropout=0.3)
+    uninterrupted = take(TrainInput(cfg, 4, seed=7, process_index=0, process_count=1), 12)
+    first = TrainInput(cfg, 4, seed=7, process_index=0, process_count=1)
+    take(first, 6)
+    first.save(str(tmp_path / "position"))
+    resumed = TrainInput(cfg, 4, seed=7, process_index=0, process_count=1)
+    resumed.restore(str(tmp_path / "position"))
+    assert_same(take(resumed, 6), uninterrupted[6:])
+
+
+def test_restore_refuses_a_position_from_another_seed_task_set_or_process(shards, tmp_path):
     ti = TrainInput(config(shards), 8, seed=0, process_index=0, process_count=1)
-    with pytest.raises(ValueError, match="'seed' is 1"):
-        ti.restore(dict(ti.state(), seed=1))
-    other = TrainInput(config(shards, tasks={"t2v": 1.0}), 8, seed=0, process_index=0, process_count=1)
-    with pytest.raises(ValueError, match="tasks or length groups changed"):
-        ti.restore(other.state())
+    ti.next_batch()
+    ti.save(str(tmp_path))
+    with pytest.raises(ValueError, match="'seed' is 0 but this input has 1"):
+        TrainInput(config(shards), 8, seed=1, process_index=0, process_count=1).restore(str(tmp_path))
+    with pytest.raises(ValueError, match="'process_count' is 1 but this input has 2"):
+        TrainInput(config(shards), 8, seed=0, process_index=0, process_count=2).restore(str(tmp_path))
+    with pytest.raises(ValueError, match="tasks, rates, length groups"):
+        TrainInput(config(shards, tasks={"t2v": 1.0}), 8, seed=0, process_index=0,
+                   process_count=1).restore(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="no saved input state"):
+        ti.restore(str(tmp_path / "nowhere"))
 
 
 def test_validate_data_config_names_each_bad_field(shards):
-    cfg = config(shards, text_dropout=1.5, image_video_schedule={"switch_fraction": 2.0})
+    cfg = config(shards, text_dropout=1.5, image_video_schedule={"switch_fraction": 2.0},
+                 shuffle_buffer_size=0)
     cfg.tasks = {"t2v": 1.0, "v2v": 1.0, "t2i": -1.0}
     errors = "\n".join(validate_data_config(cfg))
     assert "unknown task 'v2v'" in errors
     assert "data.tasks.t2i: rate must be a finite number > 0, got -1.0" in errors
     assert "data.text_dropout must be in [0, 1), got 1.5" in errors
     assert "data.image_video_schedule.switch_fraction must be in [0, 1], got 2.0" in errors
+    assert "data.shuffle_buffer_size must be an int >= 1, got 0" in errors
     assert validate_data_config(config(shards)) == []
     with pytest.raises(ValueError, match="total_steps"):
         TrainInput(config(shards, image_video_schedule={"switch_fraction": 0.25}), 8, seed=0,

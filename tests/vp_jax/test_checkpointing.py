@@ -61,6 +61,41 @@ def test_a_new_checkpointer_resumes_from_the_latest_step_on_disk(tmp_path):
     _assert_trees_equal(restored.params, _state(seed=5).params)
 
 
+class _Position:
+    """A process-local state: a counter that changes after each save (like an input iterator)."""
+
+    def __init__(self, value=0):
+        self.value = value
+
+    def save(self, directory):
+        with open(os.path.join(directory, 'position.txt'), 'w') as f:
+            f.write(str(self.value))
+
+    def restore(self, directory):
+        with open(os.path.join(directory, 'position.txt')) as f:
+            self.value = int(f.read())
+
+
+@pytest.mark.parametrize('async_save', [True, False])
+def test_process_local_state_is_saved_at_save_time_and_kept_with_its_step(tmp_path, async_save):
+    position = _Position()
+    with Checkpointer(str(tmp_path), max_to_keep=2, save_interval_steps=1, async_save=async_save) as ckpt:
+        for step in (1, 2, 3):
+            position.value = 10 * step
+            ckpt.save(step, _state(), {'step': step}, process_local=position)
+            position.value = -1  # moves on right after the save returns
+        ckpt.wait_until_finished()
+        assert ckpt.all_steps() == [2, 3]
+        assert 'process_0-of-1' in os.listdir(tmp_path / '3' / 'process_local')
+        resumed = _Position()
+        ckpt.restore(abstract_like(_state()), step=2, process_local=resumed)
+        assert resumed.value == 20
+        ckpt.save(4, _state(), {'step': 4})  # a step saved without one
+        ckpt.wait_until_finished()
+        with pytest.raises(FileNotFoundError, match=r'/4 has no process_local/ item'):
+            ckpt.restore(abstract_like(_state()), process_local=resumed)
+
+
 # Orbax leaves an unawaited read coroutine behind when a shape check fails.
 _IGNORE_ORBAX_COROUTINE = pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
 
