@@ -45,10 +45,11 @@ def cross_entropy_sums(logits: jax.Array, batch: Mapping[str, jax.Array], num_ta
       z_loss_weight: weight of the log-partition penalty (PaLM's z-loss), 0 to disable.
     Returns:
       objective_sum: scalar, the numerator of the loss above (differentiate this).
-      sums: 'loss_sum', 'z_loss_sum', 'correct_sum', 'weight_sum', 'token_count' scalars, and
-        the same under 'task/<field>' [num_tasks] and 'modality/<field>' [NUM_MODALITIES].
-        loss_sum is the unmultiplied cross-entropy of the weighted tokens; token_count counts
-        non-padding input positions.
+      sums: 'loss_sum', 'z_loss_sum', 'correct_sum', 'weight_sum', 'token_count',
+        'example_count' scalars, and the same under 'task/<field>' [num_tasks] and
+        'modality/<field>' [NUM_MODALITIES]. loss_sum is the unmultiplied cross-entropy of the
+        weighted tokens; token_count counts non-padding input positions; example_count counts
+        examples with any weighted token.
     """
     logits = logits.astype(jnp.float32)
     targets = batch['target_tokens']
@@ -67,12 +68,18 @@ def cross_entropy_sums(logits: jax.Array, batch: Mapping[str, jax.Array], num_ta
     token_multiplier = multipliers[jnp.clip(task_ids, 0, num_tasks - 1)]
     objective_sum = jnp.sum(weights * token_multiplier * (cross_entropy + z_loss))
 
+    # An example's scored tokens are one contiguous run: its first one counts the example.
+    scored = weights > 0
+    segments = batch['segment_ids']
+    starts_run = scored & ~(jnp.pad(scored[:, :-1], ((0, 0), (1, 0)))
+                            & (jnp.pad(segments[:, :-1], ((0, 0), (1, 0))) == segments))
     per_token = {
         'loss_sum': weights * cross_entropy,
         'z_loss_sum': weights * z_loss,
         'correct_sum': weights * correct,
         'weight_sum': weights,
-        'token_count': (batch['segment_ids'] != 0).astype(jnp.float32),
+        'token_count': (segments != 0).astype(jnp.float32),
+        'example_count': starts_run.astype(jnp.float32),
     }
     sums = {name: jnp.sum(values) for name, values in per_token.items()}
     for name, values in per_token.items():
@@ -85,9 +92,10 @@ def summarize_metrics(sums: Mapping[str, jax.Array | np.ndarray],
                       task_names: Sequence[str] | None = None) -> dict[str, float]:
     """Means for logging from (accumulated, cross-host) sums of `cross_entropy_sums`.
 
-    Returns 'loss', 'z_loss', 'accuracy', 'output_tokens', 'tokens', and per task /
-    modality with any weight: 'task/<name>/loss', 'task/<name>/accuracy',
-    'modality/<visual|audio|...>/loss', ... Tasks are named by `task_names` or by index.
+    Returns 'loss', 'z_loss', 'accuracy', 'output_tokens', 'examples', 'tokens', and per
+    task / modality with any weight: 'task/<name>/loss', 'task/<name>/accuracy',
+    'task/<name>/output_tokens', 'task/<name>/examples', 'modality/<visual|audio|...>/loss',
+    ... Tasks are named by `task_names` or by index.
     """
     sums = {key: np.asarray(value, np.float64) for key, value in sums.items()}
 
@@ -99,12 +107,15 @@ def summarize_metrics(sums: Mapping[str, jax.Array | np.ndarray],
             return {}
         return {f'{out_prefix}loss': pick('loss_sum') / weight,
                 f'{out_prefix}z_loss': pick('z_loss_sum') / weight,
-                f'{out_prefix}accuracy': pick('correct_sum') / weight}
+                f'{out_prefix}accuracy': pick('correct_sum') / weight,
+                f'{out_prefix}output_tokens': weight,
+                f'{out_prefix}examples': pick('example_count')}
 
     out = means('')
     if 'objective_sum' in sums and float(sums['weight_sum']) > 0:
         out['objective'] = float(sums['objective_sum']) / float(sums['weight_sum'])
     out['output_tokens'] = float(sums['weight_sum'])
+    out['examples'] = float(sums['example_count'])
     out['tokens'] = float(sums['token_count'])
     num_tasks = sums['task/weight_sum'].shape[0]
     names = list(task_names) if task_names is not None else [str(i) for i in range(num_tasks)]

@@ -74,3 +74,20 @@ def test_sums_of_two_halves_equal_sums_of_the_whole():
 def test_wrong_number_of_task_multipliers_is_an_error():
     with pytest.raises(ValueError, match=r'task_loss_multipliers has shape \(3,\); expected \[num_tasks=2\]'):
         cross_entropy_sums(LOGITS, BATCH, num_tasks=2, task_loss_multipliers=np.ones(3))
+
+
+def test_examples_are_counted_once_each_even_when_packed_into_one_row():
+    # Row 0 packs two examples (segments 1 and 2) whose scored runs touch; row 1 holds one
+    # example of task 1 with a prefix, and padding.
+    batch = {
+        'target_tokens': np.zeros([2, 6], np.int32),
+        'loss_weights': np.array([[0, 1, 1, 1, 1, 0], [0, 0, 1, 1, 0, 0]], np.float32),
+        'segment_ids': np.array([[1, 1, 1, 2, 2, 0], [1, 1, 1, 1, 0, 0]], np.int32),
+        'task_ids': np.array([[0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0]], np.int32),
+        'target_modality': np.zeros([2, 6], np.int32),
+    }
+    _, sums = cross_entropy_sums(np.zeros([2, 6, 3], np.float32), batch, num_tasks=2)
+    means = summarize_metrics(sums, task_names=['t2v', 'v2a'])
+    assert means['examples'] == 3
+    assert (means['task/t2v/examples'], means['task/t2v/output_tokens']) == (2, 4)
+    assert (means['task/v2a/examples'], means['task/v2a/output_tokens']) == (1, 2)

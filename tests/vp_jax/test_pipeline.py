@@ -127,6 +127,8 @@ def test_quick_variant_runs_the_whole_job_then_a_second_run_reuses_every_stage(t
     assert {'t2v', 'i2v', 'video_to_audio', 'reconstruction'} <= set(results['tasks'])
     assert results['tasks']['t2v']['digit_correct']['ceiling'] is not None
     assert results['tasks']['t2v']['loss']['value'] > 0
+    # Teacher-forced rows count their scored target tokens and examples (not clips).
+    assert results['tasks']['t2v']['loss']['count'] > results['tasks']['t2v']['loss']['examples'] > 0
     assert os.path.exists(tmp_path / 'eval' / 'report.md')
     samples = tmp_path / 'samples' / 't2v_video_to_audio'
     assert any(name.endswith('.mp4') for name in os.listdir(samples))

@@ -11,8 +11,13 @@ The tone has no energy above 1 kHz and the clicks are broadband, so the two are 
   clicks  energy of the signal above `CLICK_HIGHPASS_HZ` in 5 ms hops; onsets are where
           that energy first rises above a threshold set from the track's own noise floor
           (median + 8 median absolute deviations, so noise at 10 dB SNR stays below it)
-          and an absolute floor, so a click-free clean track detects nothing. Detected onsets
-          are matched one-to-one to bounce times (bounce frame / fps) within a tolerance.
+          and a floor relative to the track's own level (`MIN_CLICK_RELATIVE_RMS` of its
+          RMS), so a click-free clean track detects nothing. Every part of the threshold
+          scales with the track: a tokenizer that reconstructs at the wrong gain (an
+          undertrained SoundStream returns the demo track about 14x too quiet) keeps its
+          clicks, and a click-free or mistimed track still scores 0 at any gain. Detected
+          onsets are matched one-to-one to bounce times (bounce frame / fps) within a
+          tolerance.
 
 All inputs are float [samples] mono; times are seconds.
 """
@@ -30,9 +35,12 @@ HOP_SECONDS = 0.005
 WINDOW_SECONDS = 0.010
 # Clicks closer than this merge into one (the demo's clicks are >= 1 frame = 125 ms apart).
 MIN_CLICK_SEPARATION_SECONDS = 0.06
-# Absolute RMS floor of high-passed energy that counts as a click (a demo click's RMS over
-# its 10 ms window is about 0.1; silence or a pure tone stays orders of magnitude lower).
-MIN_CLICK_RMS = 0.01
+# Floor of the high-passed 10 ms RMS that counts as a click, relative to the RMS of the
+# whole track (-26 dB). A demo click's high-passed RMS over its window is about 0.09 on a
+# track of RMS 0.21 (ratio ~0.4); a pure tone's high band stays orders of magnitude lower.
+MIN_CLICK_RELATIVE_RMS = 0.05
+# Absolute floor (-80 dBFS): below it a track is silence and has no clicks.
+SILENCE_RMS = 1e-4
 EDGE_FADE_SECONDS = 0.02
 
 
@@ -88,7 +96,9 @@ def detect_clicks(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     cumsum = np.concatenate([[0.0], np.cumsum(high ** 2)])
     rms = np.sqrt((cumsum[np.minimum(starts + window, audio.size)] - cumsum[starts]) / window)
     floor = np.median(rms)
-    threshold = max(MIN_CLICK_RMS, floor + 8 * np.median(np.abs(rms - floor)), 1.4 * floor)
+    level = np.sqrt(np.mean(audio ** 2))
+    threshold = max(SILENCE_RMS, MIN_CLICK_RELATIVE_RMS * level, floor + 8 * np.median(np.abs(rms - floor)),
+                    1.4 * floor)
     above = np.flatnonzero(rms > threshold)
     onsets, last = [], -np.inf
     for i in above:

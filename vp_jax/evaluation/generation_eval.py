@@ -13,7 +13,8 @@ recipe (vp_jax/generation.py), and `scoring.score_clip` scores it against the cl
 The ceiling of every score is the same score on the real clip encoded then decoded by the
 tokenizers (what a perfect LM could reach with them); the task 'reconstruction' holds the
 tokenizers' own PSNR / SI-SNR. Teacher-forced loss/accuracy per task (vp_jax/trainer.py's
-eval on config.eval.split) join as metrics 'loss' and 'accuracy'.
+eval on config.eval.split) join as metrics 'loss' and 'accuracy', each counting its scored
+target tokens (`count`) and their examples (`examples`).
 
 Outputs in out_dir (vp_jax/evaluation/results.py): results.json, report.md + samples.png
 (contact sheet of generated clips), tensorboard/, and clips/ (every generated and ceiling
@@ -210,17 +211,22 @@ def ceiling_records(task: str, clips: Sequence, recon: Reconstructions, loaded: 
 
 
 def teacher_forced_entries(lm_workdir: str) -> dict[str, dict[str, results.MetricEntry]]:
-    """Per task 'loss' and 'accuracy' of the latest checkpoint on config.eval.split."""
+    """Per task 'loss' and 'accuracy' of the latest checkpoint on config.eval.split, each
+    with `count` = its scored target tokens and `examples` = the examples they came from."""
     from vp_jax import config as config_lib
     from vp_jax import trainer
 
-    metrics = trainer.evaluate_checkpoint(config_lib.read_resolved_config(lm_workdir), lm_workdir)
+    config = config_lib.read_resolved_config(lm_workdir)
+    metrics = trainer.evaluate_checkpoint(config, lm_workdir)
     tasks: dict[str, dict[str, results.MetricEntry]] = {}
     for key, value in metrics.items():
         parts = key.split('/')
         if len(parts) == 3 and parts[0] == 'task' and parts[2] in ('loss', 'accuracy'):
+            prefix = f'task/{parts[1]}/'
             tasks.setdefault(parts[1], {})[parts[2]] = results.MetricEntry(
-                float(value), higher_is_better=results.METRICS[parts[2]][0])
+                float(value), count=int(round(metrics[prefix + 'output_tokens'])),
+                examples=int(round(metrics[prefix + 'examples'])),
+                higher_is_better=results.METRICS[parts[2]][0])
     return tasks
 
 

@@ -24,6 +24,14 @@ null when no clip had a finite score; `count`/`ceiling_count` say how many clips
 in. `target` is the goal the issue sets (null where none is set); `higher_is_better`
 says how to read the metric. Metric meanings are in `METRICS`.
 
+The teacher-forced metrics 'loss' and 'accuracy' (vp_jax/trainer.py's eval on
+config.eval.split) are means over output tokens, not clips: their `count` is the number of
+scored target tokens of that task and `examples` the number of examples those tokens came
+from (null for every clip-scored metric); they have no ceiling::
+
+    "t2v": {"loss": {"value": 3.44, "ceiling": null, "count": 1632, "ceiling_count": 0,
+                     "examples": 8, "target": null, "higher_is_better": false}, ...}
+
 Shapes: contact-sheet videos uint8 [N, T, H, W, 3].
 """
 from __future__ import annotations
@@ -65,8 +73,8 @@ METRICS: dict[str, tuple[bool, str]] = {
     "psnr": (True, "tokenizer reconstruction PSNR, dB"),
     "si_snr_db": (True, "audio tokenizer reconstruction SI-SNR, dB"),
     "frechet_distance": (False, "Frechet distance of feature-network features, generated vs real"),
-    "loss": (False, "teacher-forced loss per output token"),
-    "accuracy": (True, "teacher-forced next-token accuracy"),
+    "loss": (False, "teacher-forced loss per output token (n: scored target tokens and their examples)"),
+    "accuracy": (True, "teacher-forced next-token accuracy (n: scored target tokens and their examples)"),
 }
 
 # The issue's targets for the default run: (task, metric) -> value the generated score should reach.
@@ -85,6 +93,9 @@ class MetricEntry:
     ceiling_count: int = 0
     target: float | None = None
     higher_is_better: bool = True
+    # Per-token metrics (teacher-forced loss/accuracy): `count` counts scored target tokens
+    # and this the examples they came from. None for per-clip metrics.
+    examples: int | None = None
 
     def meets_target(self) -> bool | None:
         if self.target is None or self.value is None:
@@ -156,6 +167,10 @@ def results_from_json(data: Mapping, source: str = "results") -> tuple[dict[str,
                 if entry.get(key) is not None and not isinstance(entry[key], (int, float)):
                     raise ValueError(f"{source}: tasks.{task}.{metric}.{key} must be a number or "
                                      f"null; got {entry[key]!r}")
+            for key in ("count", "ceiling_count", "examples"):
+                if entry.get(key) is not None and (not isinstance(entry[key], int) or entry[key] < 0):
+                    raise ValueError(f"{source}: tasks.{task}.{metric}.{key} must be a count >= 0"
+                                     f"{' or null' if key == 'examples' else ''}; got {entry[key]!r}")
             tasks[task][metric] = MetricEntry(**entry)
     return tasks, dict(data.get("info", {}))
 
@@ -207,6 +222,13 @@ def _format(value: float | None) -> str:
     return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
 
 
+def _format_counts(entry: MetricEntry) -> str:
+    """'gen/real' clips, or 'N tokens / M examples' for a per-token (teacher-forced) metric."""
+    if entry.examples is not None:
+        return f"{entry.count} tokens / {entry.examples} examples"
+    return f"{entry.count}/{entry.ceiling_count}"
+
+
 def markdown_report(tasks: Mapping[str, Mapping[str, MetricEntry]], title: str = "Evaluation",
                     contact_sheet_file: str | None = None, info: Mapping | None = None) -> str:
     """A short report: one table row per task and metric (value, ceiling, target, n)."""
@@ -216,8 +238,9 @@ def markdown_report(tasks: Mapping[str, Mapping[str, MetricEntry]], title: str =
     if info:
         lines.append("")
     lines += ["Value: mean over generated clips. Ceiling: the same score on real validation clips "
-              "encoded and decoded by the tokenizers.", "",
-              "| task | metric | value | ceiling | target | n (gen/real) |",
+              "encoded and decoded by the tokenizers. n: generated/real clips scored; for the "
+              "teacher-forced loss and accuracy, the scored target tokens and their examples.", "",
+              "| task | metric | value | ceiling | target | n |",
               "|---|---|---|---|---|---|"]
     for task, metrics in tasks.items():
         for metric, entry in metrics.items():
@@ -227,7 +250,7 @@ def markdown_report(tasks: Mapping[str, Mapping[str, MetricEntry]], title: str =
                 mark = "" if met is None else (" met" if met else " NOT met")
                 target = f"{'>=' if entry.higher_is_better else '<='} {entry.target:g}{mark}"
             lines.append(f"| {task} | {metric} | {_format(entry.value)} | {_format(entry.ceiling)} | "
-                         f"{target} | {entry.count}/{entry.ceiling_count} |")
+                         f"{target} | {_format_counts(entry)} |")
     if contact_sheet_file:
         lines += ["", "## Samples", "", f"![contact sheet]({contact_sheet_file})"]
     lines += ["", "## Metrics", ""]

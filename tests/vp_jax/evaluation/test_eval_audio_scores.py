@@ -5,7 +5,7 @@ import pytest
 from data_pipelines.demo import demo_clip
 from data_pipelines.demo.sound import demo_audio
 from vp_jax import media
-from vp_jax.evaluation import audio_scores
+from vp_jax.evaluation import audio_scores, degrade
 
 FPS, RATE, SAMPLES = 8, 16000, 34000
 
@@ -98,3 +98,31 @@ def test_codec_padding_after_the_clip_is_not_a_click():
     clip = demo_clip("test", 1, seed=0)
     padded = np.concatenate([clip.audio, np.zeros(816, np.float32)])  # AAC pads to 1024-sample frames
     assert audio_scores.score_audio(padded, RATE, clip.truth, FPS)["click_precision"] == 1.0
+
+
+@pytest.mark.parametrize("gain", [1.0, 0.3, 0.07, 0.01])
+def test_click_detection_does_not_depend_on_the_tracks_level(gain):
+    # A codec that returns the track too quiet (an undertrained SoundStream: ~0.07x) keeps its
+    # clicks; the same track without clicks, or with them late, still scores 0 at that level.
+    truth = {"digit": 6, "bounce_frames": [4, 13]}
+    track = _audio(6, truth["bounce_frames"])
+    assert audio_scores.score_audio(gain * track, RATE, truth, FPS)["click_f1"] == 1.0
+    assert audio_scores.score_audio(gain * _audio(6, []), RATE, truth, FPS)["click_f1"] == 0.0
+    late = degrade.shift_clicks(gain * track, RATE, 3 / FPS)
+    assert audio_scores.score_audio(late, RATE, truth, FPS)["click_f1"] == 0.0
+
+
+def test_codec_smoothed_clicks_are_found_and_wrong_codec_tracks_score_zero():
+    rng = np.random.default_rng(3)
+    f1 = {"smoothed": [], "smoothed_quiet": [], "removed": [], "late": []}
+    for seed, bounces in enumerate([[3], [5, 14], [2, 9, 15], [11]]):
+        truth = {"digit": seed, "bounce_frames": bounces}
+        track = _audio(seed, bounces, seed=seed)
+        for name, damaged in (("smoothed", degrade.codec_smoothed_clicks(track, RATE, rng)),
+                              ("smoothed_quiet", degrade.codec_smoothed_clicks(track, RATE, rng, gain=0.07)),
+                              ("removed", degrade.remove_clicks(track, RATE)),
+                              ("late", degrade.shift_clicks(degrade.codec_smoothed_clicks(track, RATE, rng),
+                                                            RATE, 3 / FPS))):
+            f1[name].append(audio_scores.score_audio(damaged, RATE, truth, FPS)["click_f1"])
+    assert f1["smoothed"] == [1.0] * 4 and f1["smoothed_quiet"] == [1.0] * 4
+    assert f1["removed"] == [0.0] * 4 and f1["late"] == [0.0] * 4

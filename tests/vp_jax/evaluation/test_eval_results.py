@@ -39,7 +39,8 @@ def test_results_json_round_trips_and_is_strict_json(tmp_path):
         raw = json.load(f)
     assert raw["schema_version"] == results.SCHEMA_VERSION
     assert raw["tasks"]["t2v"]["digit_correct"] == {"value": 0.5, "ceiling": 1.0, "count": 2, "ceiling_count": 1,
-                                                    "target": 0.8, "higher_is_better": True}
+                                                    "target": 0.8, "higher_is_better": True,
+                                                    "examples": None}
     loaded, info = results.read_results(path)
     assert loaded == tasks and info == {"step": 7}
 
@@ -64,6 +65,30 @@ def test_report_has_a_table_row_per_metric_and_a_contact_sheet(tmp_path):
     assert "| t2v | digit_correct | 0.500 | 1.000 | >= 0.8 NOT met | 2/1 |" in text
     assert "| reconstruction | psnr | - | 31.000 | - | 0/2 |" in text
     assert "![contact sheet](samples.png)" in text and os.path.isfile(tmp_path / "samples.png")
+
+
+def _teacher_forced(tasks):
+    """Adds teacher-forced rows as generation_eval.teacher_forced_entries makes them."""
+    tasks["t2v"]["loss"] = results.MetricEntry(3.4419, count=1632, examples=8, higher_is_better=False)
+    tasks["t2v"]["accuracy"] = results.MetricEntry(0.1672, count=1632, examples=8)
+    tasks["t2i"] = {"loss": results.MetricEntry(3.858, count=96, examples=8, higher_is_better=False)}
+    return tasks
+
+
+def test_teacher_forced_rows_show_their_token_and_example_counts(tmp_path):
+    tasks = _teacher_forced(_tasks())
+    text = open(results.write_report(str(tmp_path), tasks)).read()
+    assert "| t2v | loss | 3.442 | - | - | 1632 tokens / 8 examples |" in text
+    assert "| t2v | accuracy | 0.167 | - | - | 1632 tokens / 8 examples |" in text
+    assert "| t2i | loss | 3.858 | - | - | 96 tokens / 8 examples |" in text
+    assert "| t2v | digit_correct | 0.500 | 1.000 | >= 0.8 NOT met | 2/1 |" in text  # clip rows unchanged
+    path = str(tmp_path / "results.json")
+    results.write_results(path, tasks)
+    assert json.load(open(path))["tasks"]["t2v"]["loss"]["count"] == 1632
+    loaded, _ = results.read_results(path)
+    assert loaded == tasks and loaded["t2i"]["loss"].examples == 8
+    with pytest.raises(ValueError, match=r"tasks\.t2v\.loss\.examples"):
+        results.results_from_json({"schema_version": 1, "tasks": {"t2v": {"loss": {"value": 1.0, "examples": -2}}}})
 
 
 def test_tensorboard_gets_value_and_ceiling_scalars(tmp_path):

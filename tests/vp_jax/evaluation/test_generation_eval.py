@@ -18,6 +18,8 @@ from random_lm_workdir import write_random_lm_workdir  # noqa: E402  (a random-w
 from data_pipelines.clip_sources import DemoUnit  # noqa: E402
 from vp_jax.evaluation import generation_eval  # noqa: E402
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
 
 
 @pytest.fixture(scope='module')
@@ -57,3 +59,47 @@ def test_harness_settings_from_config_reject_unknown_fields_and_tasks():
         generation_eval.HarnessSettings.from_config({'num_clip': 3})
     with pytest.raises(ValueError, match="unknown task 'dance'"):
         generation_eval.HarnessSettings.from_config({'tasks': ['t2v', 'dance']})
+
+
+def test_teacher_forced_rows_carry_the_scored_target_tokens_and_examples(tmp_path):
+    """A random-weight LM on synthetic shards: each task's loss/accuracy row counts that task's scored
+    target tokens (summing to the trainer eval's own output_tokens) and its examples."""
+    import jax
+
+    from data_pipelines.testing import DEFAULT_GEOMETRY, write_synthetic_shards
+    from vp_jax import trainer
+    from vp_jax.checkpointing import Checkpointer
+    from vp_jax.config import load_config_file, write_resolved_config
+    from vp_jax.evaluation import results
+
+    shards = str(tmp_path / 'shards')
+    write_synthetic_shards(shards, num_examples=16, seed=0)  # validation: 4 examples
+    config = load_config_file(os.path.join(REPO, 'experiments', 't2v_base.py:runlocal'))
+    config.data.shards_dir = shards
+    config.data.tasks = {'t2v': 1.0, 't2i': 1.0}
+    config.data.image_video_schedule = None
+    # A random-weight checkpoint saved the trainer's way (no train step to compile).
+    lm = tmp_path / 'lm'
+    config = trainer.resolve_for_data(trainer.with_workdir(config, str(lm)), trainer.describe_shards(config.data))
+    write_resolved_config(config, str(lm))
+    job = trainer.build_job(config, trainer.make_partitioner(config))
+    state, _ = job.partitioner.init_sharded(job.init_fn, jax.random.key(0))
+    with Checkpointer(str(lm / 'checkpoints'), async_save=False) as checkpointer:
+        checkpointer.save(2, state, {'config': config.to_dict()}, force=True)
+
+    tasks = generation_eval.teacher_forced_entries(str(lm))
+    assert set(tasks) == {'t2v', 't2i'}
+    evaluated = json.loads((lm / 'eval' / 'step_2_validation.json').read_text())['metrics']
+    assert sum(tasks[t]['loss'].count for t in tasks) == evaluated['output_tokens'] > 0
+    for task, entries in tasks.items():
+        loss, accuracy = entries['loss'], entries['accuracy']
+        assert loss.examples == accuracy.examples == 4
+        assert loss.count == accuracy.count and loss.count % 4 == 0
+        assert loss.value == pytest.approx(evaluated[f'task/{task}/loss'])
+    # Per example, t2v scores <bov_o> + the clip's video tokens + <eov_o> + <eos>; t2i
+    # <bov_o> + the first latent frame's tokens only (vp_jax/tasks.py).
+    t, h, w = DEFAULT_GEOMETRY.video_latent_shape
+    assert tasks['t2v']['loss'].count == 4 * (t * h * w + 3)
+    assert tasks['t2i']['loss'].count == 4 * (h * w + 1)
+    report = results.markdown_report(tasks)
+    assert f"| t2v | loss | {tasks['t2v']['loss'].value:.3f} | - | - | {tasks['t2v']['loss'].count} tokens / 4 examples |" in report
