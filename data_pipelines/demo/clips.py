@@ -28,8 +28,9 @@ from data_pipelines.demo import materials, motion, sound
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SPEEDS = {"slowly": 1.0, "quickly": 2.0}  # caption word -> pixels per frame at 32x32
 BACKGROUND_DIMMING = 0.45
-SPRITE_COLOR = np.array([255.0, 250.0, 235.0], np.float32)
+BACKGROUND_CELLS = 4
 SPRITE_INK_GAIN = 1.5
+SPRITE_COLOR = np.array([255.0, 250.0, 235.0], np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,14 +63,21 @@ def _check_geometry(size: int, num_frames: int, fps: float, sample_rate: int) ->
 
 
 def _background(rng: np.random.Generator, name: str, size: int) -> np.ndarray:
-    """float32 [size, size, 3]: a random square crop of the photo, resized and dimmed."""
+    """float32 [size, size, 3]: the colours of a random square crop of the photo, dimmed.
+
+    The crop is averaged down to BACKGROUND_CELLS x BACKGROUND_CELLS and stretched back
+    smoothly: a soft wash of the photo's colours, not its fine texture. Texture at 32x32 is
+    what a CPU-sized tokenizer cannot keep and what a CPU-sized LM would spend its capacity
+    on; the scored content (digit, motion, sound) is all in the sprite and the sound track.
+    """
     photo = materials.background_photo(name)
     h, w, _ = photo.shape
     side = int(rng.uniform(0.4, 1.0) * min(h, w))
     top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-    crop = cv2.resize(photo[top:top + side, left:left + side], (size, size),
-                      interpolation=cv2.INTER_AREA)
-    return crop.astype(np.float32) * BACKGROUND_DIMMING
+    cells = cv2.resize(photo[top:top + side, left:left + side],
+                       (BACKGROUND_CELLS, BACKGROUND_CELLS), interpolation=cv2.INTER_AREA)
+    wash = cv2.resize(cells.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+    return wash * BACKGROUND_DIMMING
 
 
 def _render(background: np.ndarray, digit_image: np.ndarray, positions: np.ndarray,

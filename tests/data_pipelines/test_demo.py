@@ -3,17 +3,12 @@ import numpy as np
 import pytest
 
 from data_pipelines import demo
-from data_pipelines.demo import materials
-from data_pipelines.demo.clips import SPRITE_COLOR
+from data_pipelines.demo import clips, materials
 
 
-def _sprite_box(frame: np.ndarray) -> tuple[int, int]:
-    """Top-left (x, y) of the fully opaque sprite pixels in one uint8 [H, W, 3] frame.
-
-    Only opaque sprite pixels have exactly the sprite colour: the dimmed background stays
-    below 0.45 * 255.
-    """
-    ys, xs = np.nonzero(np.all(frame == SPRITE_COLOR, axis=-1))
+def _ink_box(frame: np.ndarray) -> tuple[int, int]:
+    """Top-left (x, y) of the inked pixels of a frame rendered over a black background."""
+    ys, xs = np.nonzero(frame.max(axis=-1) > 0)
     return xs.min(), ys.min()
 
 
@@ -71,12 +66,19 @@ def test_caption_names_the_digit_direction_speed_and_background():
 
 
 def test_rendered_sprite_follows_the_true_positions():
+    # The sprite is alpha-blended, so its pixels depend on the background under them; drawn
+    # over black, its ink alone shows where it is.
+    images, _, image_index = materials.digit_split("train")
     for clip in demo.generate_clips("train", 10, seed=5):
         positions = np.array(clip.truth["positions"])
-        first = _sprite_box(clip.video[0])
-        for t in range(clip.video.shape[0]):
-            x, y = _sprite_box(clip.video[t])
-            # The sprite's bright pixels keep a fixed offset from its top-left corner.
+        digit_image = images[list(image_index).index(clip.truth["digit_image_index"])]
+        size = clip.video.shape[1]
+        video = clips._render(np.zeros((size, size, 3), np.float32), digit_image, positions,
+                              clip.truth["sprite_size"])
+        first = _ink_box(video[0])
+        for t in range(video.shape[0]):
+            x, y = _ink_box(video[t])
+            # The inked pixels keep a fixed offset from the sprite's top-left corner.
             assert (x - positions[t, 0], y - positions[t, 1]) == (first[0] - positions[0, 0],
                                                                   first[1] - positions[0, 1])
 
