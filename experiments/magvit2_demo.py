@@ -3,6 +3,9 @@
     python -m vp_tokenizers.magvit2.train --config=experiments/magvit2_demo.py --workdir=/tmp/magvit2_demo
 
 17 frames of 32x32 -> latents (5, 8, 8): spatial 4x, temporal 4x, K bits per token.
+Schedule: 900 image steps (batch 16), inflation to causal 3D, 300 video steps on 9-frame
+clips (batch 8; the causal model then runs on 17-frame clips), each phase with its own
+warm-up + cosine learning rate; fresh demo clips every step (data.max_clips=0).
 Variants (`--config=experiments/magvit2_demo.py:<variant>`):
   (none)   the demo tokenizer on the embedded demo clips: image-first, then video; L2 + LFQ.
   quick    a tiny model and a few steps, for tests and smoke runs.
@@ -29,11 +32,12 @@ def get_config(arg=None):
 
   c.data = ml_collections.ConfigDict(dict(
       source="demo", path="", num_frames=17, height=32, width=32, fps=8.0, seed=0,
-      held_out_fraction=0.1, max_clips=256))
+      held_out_fraction=0.1, max_clips=0))
 
   c.train = ml_collections.ConfigDict(dict(
-      num_steps=700, image_steps=600, batch_size=4, image_batch_size=16, learning_rate=1e-3,
-      warmup_steps=50, adam_b1=0.9, adam_b2=0.99, grad_clip_norm=1.0, ema_decay=0.99,
+      num_steps=1200, image_steps=900, batch_size=8, image_batch_size=16, learning_rate=2e-3,
+      warmup_steps=50, lr_schedule="cosine", min_lr_ratio=0.05, adam_b1=0.9, adam_b2=0.99,
+      grad_clip_norm=1.0, video_num_frames=9, ema_decay=0.99,
       checkpoint_every_steps=250, max_checkpoints=2))
 
   c.loss = ml_collections.ConfigDict(dict(
@@ -46,7 +50,7 @@ def get_config(arg=None):
   c.discriminator = ml_collections.ConfigDict(dict(
       base_channels=16, channel_multipliers=(2, 4), learning_rate=1e-4))
 
-  c.eval = ml_collections.ConfigDict(dict(every_steps=350, num_clips=64, batch_size=16,
+  c.eval = ml_collections.ConfigDict(dict(every_steps=1200, num_clips=64, batch_size=16,
                                           num_summary_clips=4))
 
   if "photos" in variants:
@@ -55,7 +59,8 @@ def get_config(arg=None):
     c.model.update(base_channels=8, num_groups=4, num_bits=6)
     c.data.source = "photo_pans"
     c.train.update(num_steps=6, image_steps=2, batch_size=2, image_batch_size=2,
-                   checkpoint_every_steps=3, warmup_steps=1)
+                   checkpoint_every_steps=3, warmup_steps=1, lr_schedule="constant",
+                   video_num_frames=0)
     c.loss.entropy_anneal_steps = 4
     c.discriminator.base_channels = 4
     c.eval.update(every_steps=3, num_clips=4, batch_size=2, num_summary_clips=2)

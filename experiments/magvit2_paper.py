@@ -29,8 +29,8 @@ def get_config(arg=None):
       held_out_fraction=0.01, max_clips=0))
   c.train = ml_collections.ConfigDict(dict(
       num_steps=400_000, image_steps=100_000, batch_size=256, image_batch_size=256,
-      learning_rate=1e-4, warmup_steps=5_000, adam_b1=0.0, adam_b2=0.99, grad_clip_norm=1.0,
-      ema_decay=0.999, checkpoint_every_steps=5_000, max_checkpoints=3))
+      learning_rate=1e-4, warmup_steps=5_000, lr_schedule="constant", min_lr_ratio=1.0,
+      adam_b1=0.0, adam_b2=0.99, grad_clip_norm=1.0, video_num_frames=0, ema_decay=0.999, checkpoint_every_steps=5_000, max_checkpoints=3))
   c.loss = ml_collections.ConfigDict(dict(
       reconstruction_weight=5.0, commitment_weight=0.25, entropy_weight=0.1,
       entropy_start_multiplier=4.0, entropy_anneal_steps=2_000, entropy_temperature=0.01,

@@ -76,8 +76,6 @@ def demo_config(quick: bool) -> ml_collections.ConfigDict:
     demo.video_tokenizer.data.update(num_frames=demo.num_frames, height=demo.size, width=demo.size,
                                      fps=demo.fps, seed=demo.seed)
     demo.audio_tokenizer = load_config_file(os.path.join(EXPERIMENTS, 'soundstream_demo.py'), tokenizer_variant)
-    if not quick:  # the tone + click sound is simple: half the tokenizer's own default steps
-        demo.audio_tokenizer.train.update(num_steps=300, eval_every_steps=150, checkpoint_every_steps=150)
     demo.caption_tokenizer = dict(vocab_size=128)
     # Token fields the shards get; add 'structure_tokens' when data.tasks has stylization.
     demo.shards = dict(text_length=16, mask_fraction=0.5, batch_size=8,
@@ -85,10 +83,10 @@ def demo_config(quick: bool) -> ml_collections.ConfigDict:
     # The generation harness (vp_jax/evaluation/generation_eval.py HarnessSettings).
     demo.harness = dict(
         tasks=('t2v', 'i2v', 'continuation', 'inpainting', 'outpainting', 'video_to_audio'), num_clips=32,
-        split='test', batch_size=16, seed=0, temperature=1.0, top_k=0, top_p=1.0, guidance_scale=1.0,
+        split='test', batch_size=16, seed=0, temperature=1.0, top_k=0, top_p=1.0, guidance_scale=3.0,
         classifier_clips=800, feature_network='demo', teacher_forced=True, num_sample_clips=8)
     demo.samples = dict(chains=('t2v,video_to_audio', 'i2v'), num_prompts=4, split='test', seed=0,
-                        temperature=1.0, top_k=0, top_p=1.0, guidance_scale=1.0)
+                        temperature=1.0, top_k=0, top_p=1.0, guidance_scale=3.0)
     if quick:  # one compiled program per tokenizer: no image phase, evaluation only at the end
         demo.video_tokenizer.train.image_steps = 0
         demo.video_tokenizer.eval.every_steps = demo.video_tokenizer.train.num_steps
@@ -112,7 +110,7 @@ def get_config(arg=None):
     config.model = default_model_config()
     config.model.update(vocab_size=-1, text_embedding_dim=-1, num_layers=4, d_model=128,
                         num_heads=4, head_dim=32, mlp_dim=512, max_length=672,
-                        scan_layers=True, dtype='float32')
+                        scan_layers=False, dtype='float32')
 
     config.data = ml_collections.ConfigDict()
     config.data.shards_dir = ''  # '' = <workdir>/shards (where the prepare-data stage writes).
@@ -123,7 +121,8 @@ def get_config(arg=None):
     # The paper's image/video schedule: the first 25% of steps 90% image tasks, then 10%.
     config.data.image_video_schedule = dict(switch_fraction=0.25, image_share_before=0.9,
                                             image_share_after=0.1)
-    config.data.num_parallel_reads = 2
+    config.data.num_parallel_reads = 2  # shard files read at once
+    config.data.shuffle_buffer_size = 1000  # examples per task; also bounds the checkpointed data position
 
     config.optimizer = default_optimizer_config()
     config.optimizer.update(lr=2e-3, warmup_steps=60, schedule='cosine', weight_decay=0.01)
