@@ -17,6 +17,7 @@ import os
 import numpy as np
 
 from data_pipelines.clip_sources import Clip
+from vp_jax.files import atomic_open
 
 KIND = "raw_clips"
 STORE_SPEC_FILENAME = "clips_spec.json"
@@ -123,8 +124,7 @@ def store_units(directory: str) -> list[ClipStoreUnit]:
 
 def write_store_spec(directory: str, splits: dict, geometry: dict) -> str:
     path = os.path.join(directory, STORE_SPEC_FILENAME)
-    with open(path + ".tmp", "w") as f:
+    with atomic_open(path) as f:
         json.dump({"kind": KIND, "version": 1, "splits": splits, "geometry": geometry}, f,
                   indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
     return path

@@ -25,6 +25,7 @@ import os
 import sys
 
 from data_pipelines import beam_pipeline, clip_sources, clip_store, manifest, media_decode
+from vp_jax.files import atomic_open
 
 REPORT_FILENAME = "report.json"
 
@@ -105,9 +106,8 @@ def write_report(output_dir: str, result: beam_pipeline.PipelineResult, settings
         "files": files,
     }
     path = os.path.join(output_dir, REPORT_FILENAME)
-    with open(path + ".tmp", "w") as f:
+    with atomic_open(path) as f:
         json.dump(report, f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
     return path
 
 

@@ -27,6 +27,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from vp_jax.files import atomic_open
+
 SCHEMA_VERSION = 1
 SPEC_FILENAME = "spec.json"
 
@@ -139,10 +141,8 @@ class ShardSpec:
 
     def write(self, directory: str) -> str:
         path = os.path.join(directory, SPEC_FILENAME)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
+        with atomic_open(path) as f:
             json.dump(dataclasses.asdict(self), f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
         return path
 
     @classmethod

@@ -36,6 +36,7 @@ from vp_jax import tasks as tasks_lib
 from vp_jax.model_config import TransformerConfig
 from vp_jax.optimizer import optimizer_config_errors
 from vp_jax.partitioning import BATCH_MESH_AXES, MESH_AXES, normalize_rules, resolve_mesh_shape
+from vp_jax.files import atomic_open
 
 RESOLVED_CONFIG_JSON = 'config.json'
 RESOLVED_CONFIG_TEXT = 'config.txt'
@@ -266,9 +267,8 @@ def write_resolved_config(config: ml_collections.ConfigDict, workdir: str) -> st
     """Writes config.json (machine-readable) and config.txt (human-readable) to `workdir`."""
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, RESOLVED_CONFIG_JSON)
-    with open(path + '.tmp', 'w') as f:
+    with atomic_open(path) as f:
         json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=list)
-    os.replace(path + '.tmp', path)
     with open(os.path.join(workdir, RESOLVED_CONFIG_TEXT), 'w') as f:
         f.write(str(config))
     return path

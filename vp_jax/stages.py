@@ -22,6 +22,8 @@ import shutil
 import time
 from typing import Any, Callable, Mapping
 
+from vp_jax.files import atomic_open
+
 DONE_FILE = "STAGE_DONE.json"
 STARTED_FILE = "STAGE_STARTED.json"
 
@@ -103,7 +105,5 @@ def _read_json(path: str) -> dict | None:
 
 
 def _write_json(path: str, payload: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_open(path) as f:
         json.dump(payload, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import time
 
 import flax.linen as nn
@@ -33,6 +32,7 @@ from flax import serialization
 from data_pipelines.demo import DIRECTIONS, generate_clips
 from vp_jax.evaluation import cached_model
 from vp_jax.evaluation.sprite import BACKGROUND_MAX, SPRITE_MIN
+from vp_jax.files import atomic_open
 
 FORMAT_VERSION = 2  # bumped whenever the architecture or recipe changes (2: ink channel)
 FEATURE_DIM = 64
@@ -151,11 +151,8 @@ class DemoFeatureNetwork:
     def save(self, path: str) -> None:
         payload = serialization.msgpack_serialize({"params": jax.device_get(self.params),
                                                    "info_json": json.dumps(self.info)})
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, delete=False) as f:
+        with atomic_open(path, "wb") as f:
             f.write(payload)
-        os.replace(f.name, path)
 
     @classmethod
     def load(cls, path: str) -> "DemoFeatureNetwork":

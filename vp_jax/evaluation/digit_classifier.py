@@ -22,13 +22,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 
 import numpy as np
 
 from data_pipelines.demo import generate_clips
 from vp_jax.evaluation import cached_model
 from vp_jax.evaluation import degrade, sprite
+from vp_jax.files import atomic_open
 
 FORMAT_VERSION = 2  # bumped whenever the training recipe changes (2: heavier blur)
 NUM_CLASSES = 10
@@ -162,11 +162,8 @@ class DigitClassifier:
         arrays = {"support_vectors": self.support_vectors, "dual_coef": self.dual_coef,
                   "intercept": self.intercept, "n_support": self.n_support,
                   "gamma": np.array(self.gamma), "info_json": np.array(json.dumps(self.info))}
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, suffix=".npz", delete=False) as f:
+        with atomic_open(path, "wb") as f:
             np.savez(f, **arrays)
-        os.replace(f.name, path)
 
     @classmethod
     def load(cls, path: str) -> "DigitClassifier":

@@ -45,6 +45,8 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from vp_jax.files import atomic_open
+
 SCHEMA_VERSION = 1
 
 # metric -> (higher is better, what it means). Unknown metrics are allowed (higher is better).
@@ -178,11 +180,8 @@ def results_from_json(data: Mapping, source: str = "results") -> tuple[dict[str,
 def write_results(path: str, tasks: Mapping[str, Mapping[str, MetricEntry]], info: Mapping | None = None) -> dict:
     """Writes results.json atomically (write then rename); returns the written dict."""
     data = results_to_json(tasks, info)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_open(path) as f:
         json.dump(data, f, indent=2, sort_keys=False, allow_nan=False)
-    os.replace(tmp, path)
     return data
 
 
