@@ -154,11 +154,13 @@ class TokenEncoder:
         if clips[0].audio is not None and self._wanted("audio_tokens"):
             tokens["audio_tokens"] = tok.audio.encode(np.stack([c.audio for c in clips]))
         captions = [c.caption for c in clips]
-        text = embeddings = None
+        text = embeddings = caption_tokens = None
         if self._wanted("text_tokens"):
             text = tok.text.encode(captions, self.text_length)
+            caption_tokens = tok.text.count_tokens(captions)
         if self._wanted("text_embeddings"):
             embeddings = tok.t5.encode(captions, self.text_length)
+            caption_tokens = tok.t5.count_tokens(captions)
         out = []
         for i, clip in enumerate(clips):
             example = {"clip_id": clip.clip_id, "caption": clip.caption,
@@ -172,6 +174,8 @@ class TokenEncoder:
                     "video_latent_shape": list(tokens["video_tokens"][i].shape)}
             if "audio_tokens" in tokens:
                 info["audio_shape"] = list(tokens["audio_tokens"][i].shape)
+            if caption_tokens is not None:  # uncut length: write_spec reports captions text_length cuts
+                info["caption_tokens"] = caption_tokens[i]
             out.append((schema.encode_example(example, source=clip.clip_id), info))
         return out
 
@@ -200,6 +204,12 @@ def write_spec(output_dir: str, encoder: TokenEncoder, result: beam_pipeline.Pip
             raise ValueError(f"{output_dir}: clips gave several {kind} token shapes {found}; "
                              "one dataset must have one geometry")
     description = encoder.describe()
+    caption_tokens = [n for info in result.infos for n in info.get("caption_tokens", [])]
+    longest_caption = max(caption_tokens, default=0)
+    if longest_caption > encoder.text_length:
+        print(f"[pretokenize] WARNING {output_dir}: the longest caption needs {longest_caption} text tokens "
+              f"(with EOS); text_length={encoder.text_length} cuts captions longer than that. Raise "
+              f"text_length to at least {longest_caption} to keep every caption whole.", flush=True)
     geometry = {
         "video_latent_shape": (shapes["video"] or [None])[0],
         "image_latent_shape": (shapes["image"] or [None])[0],
@@ -216,7 +226,8 @@ def write_spec(output_dir: str, encoder: TokenEncoder, result: beam_pipeline.Pip
                              "tokens": description["text"], "t5": description["t5"]},
                     "depth": description["depth"]},
         geometry=geometry, splits=result.splits, fields=fields,
-        extra={"mask_fraction": encoder.mask_fraction, **(extra or {})})
+        extra={"mask_fraction": encoder.mask_fraction, "longest_caption_tokens": longest_caption,
+               **(extra or {})})
     spec.write(output_dir)
     return spec
 

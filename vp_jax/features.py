@@ -99,3 +99,33 @@ def stack_features(examples: list[Mapping[str, np.ndarray]]) -> dict[str, np.nda
         if set(ex) != keys:
             raise ValueError(f"example {i} has features {sorted(ex)}, expected {sorted(keys)}")
     return {k: np.stack([ex[k] for ex in examples]) for k in sorted(keys)}
+
+
+CONDITIONING_MODALITIES = (Modality.TEXT, Modality.TEXT_EMBEDDING, Modality.VISUAL, Modality.AUDIO)
+
+
+def mismatch_conditioning(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The batch with every example's conditioning taken from the next example's.
+
+    Measures whether a model uses its prefix: the teacher-forced loss of the outputs given
+    another example's caption / first frame / masked clip / audio, minus the loss given their
+    own, is how much the conditioning tells the model (~0 when it is ignored). Rows must
+    hold examples of one task at one layout, which is how evaluation batches come; rows with
+    no example (segment_ids all 0) stay as they are and are skipped by the cycle. Prefix
+    positions whose input modality is text, visual or audio in both rows take the other
+    row's id; text embeddings ("t5" mode) move with their row. Outputs, task tokens and
+    every other feature are unchanged (targets inside the prefix carry no loss).
+    """
+    out = {key: np.array(value) for key, value in batch.items()}
+    real = np.flatnonzero(np.asarray(batch["segment_ids"]).any(axis=1))
+    if len(real) < 2:
+        return out
+    donor = np.roll(real, -1)
+    modality, prefix = np.asarray(batch["input_modality"]), np.asarray(batch["prefix_mask"]).astype(bool)
+    conditioning = np.isin(modality, CONDITIONING_MODALITIES) & prefix
+    swap = conditioning[real] & conditioning[donor] & (modality[real] == modality[donor])
+    tokens = out["input_tokens"]
+    tokens[real] = np.where(swap, np.asarray(batch["input_tokens"])[donor], tokens[real])
+    if TEXT_EMBEDDINGS in out:
+        out[TEXT_EMBEDDINGS][real] = np.asarray(batch[TEXT_EMBEDDINGS])[donor]
+    return out

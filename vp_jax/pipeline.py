@@ -116,6 +116,10 @@ def check_demo_config(config: ml_collections.ConfigDict, num_devices: int | None
         if video_data[field] != value:
             errors.append(f'config.demo.video_tokenizer.data.{field}={video_data[field]!r} but the demo clips '
                           f'have {field}={value!r} (config.demo).')
+    from vp_tokenizers.text.caption_tokenizer import MODEL_TYPES
+    if demo.caption_tokenizer.get('model_type', 'bpe') not in MODEL_TYPES:
+        errors.append(f'config.demo.caption_tokenizer.model_type={demo.caption_tokenizer.model_type!r}: '
+                      f'expected one of {MODEL_TYPES}.')
     if demo.audio_tokenizer.sample_rate != demo.sample_rate:
         errors.append(f'config.demo.audio_tokenizer.sample_rate={demo.audio_tokenizer.sample_rate} but the demo '
                       f'clips are at config.demo.sample_rate={demo.sample_rate}.')
@@ -195,13 +199,16 @@ def train_audio_tokenizer(tokenizer_config: ml_collections.ConfigDict, directory
     soundstream_train.train(tokenizer_config, directory)
 
 
-def train_caption_tokenizer(demo_dir: str, vocab_size: int, directory: str) -> None:
+def train_caption_tokenizer(demo_dir: str, tokenizer_config: ml_collections.ConfigDict, directory: str) -> None:
     """A sentencepiece model of the train split's captions (what the LM reads as text)."""
     from vp_tokenizers.text.caption_tokenizer import CaptionTokenizer
 
     captions = [clip.caption for clip in read_demo_clips(demo_dir, 'train')]
-    tokenizer = CaptionTokenizer.train(captions, vocab_size, os.path.join(directory, CAPTION_MODEL))
-    _log(f'[caption_tokenizer] {tokenizer.vocab_size} pieces from {len(captions)} captions')
+    tokenizer = CaptionTokenizer.train(captions, tokenizer_config.vocab_size, os.path.join(directory, CAPTION_MODEL),
+                                       model_type=tokenizer_config.get('model_type', 'bpe'))
+    lengths = tokenizer.count_tokens(captions)
+    _log(f'[caption_tokenizer] {tokenizer.vocab_size} pieces from {len(captions)} captions; '
+         f'captions take {min(lengths)}-{max(lengths)} tokens with EOS')
 
 
 def build_shards(dirs: StageDirs, shards_config: ml_collections.ConfigDict, fps: float, directory: str) -> None:
@@ -264,22 +271,25 @@ def write_samples(dirs: StageDirs, samples: ml_collections.ConfigDict, directory
 def make_stages(config: ml_collections.ConfigDict, workdir: str) -> dict[str, stages.Stage]:
     """Every stage of the demo job for `workdir`, fingerprints chained in order."""
     demo, dirs = config.demo, StageDirs(workdir)
+    from data_pipelines.demo.clips import VERSION as demo_version
     geometry = {k: demo[k] for k in ('num_clips', 'seed', 'size', 'num_frames', 'fps', 'sample_rate',
                                      'clips_per_shard')}
+    geometry['clips_version'] = demo_version  # a new look of the clips rebuilds every stage
     made: dict[str, stages.Stage] = {}
 
     def add(name: str, inputs: dict, run: Callable[[str], None], is_valid: Callable[[str], bool]):
         made[name] = stages.Stage(name, inputs, run, is_valid)
 
     add('demo', geometry, lambda d: build_demo_clips(demo, d), _demo_store_valid)
-    add('video_tokenizer', {'config': demo.video_tokenizer},
+    # The tokenizers train on clips they generate themselves, not on the demo stage's store.
+    add('video_tokenizer', {'config': demo.video_tokenizer, 'clips_version': demo_version},
         lambda d: train_video_tokenizer(demo.video_tokenizer, d),
         lambda d: _checkpoint_at(os.path.join(d, CHECKPOINTS), demo.video_tokenizer.train.num_steps))
-    add('audio_tokenizer', {'config': demo.audio_tokenizer},
+    add('audio_tokenizer', {'config': demo.audio_tokenizer, 'clips_version': demo_version},
         lambda d: train_audio_tokenizer(demo.audio_tokenizer, d),
         lambda d: _checkpoint_at(os.path.join(d, CHECKPOINTS), demo.audio_tokenizer.train.num_steps))
     add('caption_tokenizer', {'config': demo.caption_tokenizer, 'demo': made['demo'].fingerprint},
-        lambda d: train_caption_tokenizer(dirs.demo, demo.caption_tokenizer.vocab_size, d),
+        lambda d: train_caption_tokenizer(dirs.demo, demo.caption_tokenizer, d),
         lambda d: os.path.exists(os.path.join(d, CAPTION_MODEL)))
     add('shards', {'config': demo.shards, **{n: made[n].fingerprint for n in
                                              ('demo', 'video_tokenizer', 'audio_tokenizer', 'caption_tokenizer')}},

@@ -40,6 +40,8 @@ import numpy as np
 from vp_jax import config as config_lib
 from vp_jax import flops as flops_lib
 from vp_jax.checkpointing import Checkpointer, restore_params
+from vp_jax.features import mismatch_conditioning
+from vp_jax.files import atomic_open
 from vp_jax.losses import summarize_metrics
 from vp_jax.model import Transformer
 from vp_jax.model_config import TransformerConfig
@@ -203,33 +205,58 @@ def _add_sums(total, sums):
     return jax.tree.map(jnp.add, total, sums)
 
 
+def eval_results_path(workdir: str, step: int, split: str) -> str:
+    """Where `evaluate` writes the metrics of checkpoint `step` on `split`."""
+    return os.path.join(workdir, EVAL_DIR, f'step_{step}_{split}.json')
+
+
+def read_eval_results(workdir: str, step: int, split: str) -> dict[str, float] | None:
+    """The metrics `evaluate` wrote for (step, split), or None when it has not run."""
+    path = eval_results_path(workdir, step, split)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)['metrics']
+
+
 def evaluate(job: Job, params, data_config, step: int, progress: Progress | None = None,
              workdir: str | None = None) -> dict[str, float]:
     """Teacher-forced loss/accuracy per task and modality on config.eval.split.
 
     Sums over every eval batch, then means (so tasks with more batches weigh more in the
-    overall figures, exactly as the token counts say). Written to <workdir>/eval/ when given.
+    overall figures, exactly as the token counts say). With config.eval.conditioning_gain
+    (default on) every batch is also scored with each example's conditioning taken from
+    another example (features.mismatch_conditioning): 'task/<name>/conditioning_gain' is that
+    loss minus the true loss, how much the model reads its caption / frames / audio.
+    Written to <workdir>/eval/ when given.
     """
     from data_pipelines.input_pipeline import eval_batches  # TF/SeqIO: only when evaluating.
 
     cfg = job.config.eval
+    with_gain = bool(cfg.get('conditioning_gain', True))
     eval_step = job.eval_step()
-    totals, batches, start = None, 0, time.perf_counter()
+    totals, mismatched, batches, start = None, None, 0, time.perf_counter()
     for _, _, host_batch in eval_batches(data_config, cfg.split, cfg.batch_size, cfg.max_batches_per_task):
         sums = eval_step(params, job.partitioner.shard_host_batch(host_batch))
         totals = sums if totals is None else _add_sums(totals, sums)
+        if with_gain:
+            sums = eval_step(params, job.partitioner.shard_host_batch(mismatch_conditioning(host_batch)))
+            mismatched = sums if mismatched is None else _add_sums(mismatched, sums)
         batches += 1
     if totals is None:
         raise ValueError(f'evaluation: split {cfg.split!r} of {data_config.shards_dir} gave no batches.')
     results = summarize_metrics(jax.device_get(totals), TASK_NAMES)
+    if with_gain:
+        other = summarize_metrics(jax.device_get(mismatched), TASK_NAMES)
+        results.update({key.replace('/loss', '/conditioning_gain'): other[key] - value
+                        for key, value in results.items() if key.startswith('task/') and key.endswith('/loss')})
     line = ' '.join(f'{k}={v:.4g}' for k, v in results.items() if '/' not in k)
     log(f'[eval] step {step} split={cfg.split} {batches} batches in {time.perf_counter() - start:.1f}s {line}')
     if progress is not None:
         progress.write_scalars(step, {f'eval/{k}': v for k, v in results.items()})
     if workdir is not None and jax.process_index() == 0:
         os.makedirs(os.path.join(workdir, EVAL_DIR), exist_ok=True)
-        path = os.path.join(workdir, EVAL_DIR, f'step_{step}_{cfg.split}.json')
-        with open(path, 'w') as f:
+        with atomic_open(eval_results_path(workdir, step, cfg.split), 'w') as f:
             json.dump({'step': step, 'split': cfg.split, 'batches': batches, 'metrics': results}, f,
                       indent=2, sort_keys=True)
     return results

@@ -14,10 +14,22 @@ ranges in parallel and a resumed job regenerates exactly what it lost.
 
 Speeds are 1 (slow) or 2 (fast) pixels per frame at 32x32 and scale with the frame size;
 the sprite is 3/8 of the frame side (12 px at 32x32).
+
+Everything in a clip that the caption does not name is kept to what the scores need, so a
+CPU-sized LM spends its few steps on the digit, the motion and the sound:
+- the background is one fixed soft wash per photo (the photo's central square averaged to
+  4x4 colours), so the caption's photo name determines it;
+- the sprite starts on a grid of size/8 pixels (4 px at 32x32, the demo tokenizer's latent
+  cell). With keyframes 4 frames apart (the causal tokenizer's temporal stride), speeds of 1
+  or 2 px/frame and a wall at 5/8 of the side, every latent keyframe finds the sprite on that
+  grid again, bounces included, so each digit's token pattern recurs across clips instead
+  of smearing over 16 sub-cell offsets. The start cell and the handwriting (one of ~180
+  real images per digit) stay random.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Iterator
 
 import cv2
@@ -27,8 +39,10 @@ from data_pipelines.demo import materials, motion, sound
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SPEEDS = {"slowly": 1.0, "quickly": 2.0}  # caption word -> pixels per frame at 32x32
+VERSION = 2  # bumps the main job's demo-stage cache when what a clip looks like changes
 BACKGROUND_DIMMING = 0.45
 BACKGROUND_CELLS = 4
+POSITION_GRID_CELLS = 8  # sprite starts lie on a grid of size / 8 pixels
 SPRITE_INK_GAIN = 1.5
 SPRITE_COLOR = np.array([255.0, 250.0, 235.0], np.float32)
 
@@ -62,22 +76,25 @@ def _check_geometry(size: int, num_frames: int, fps: float, sample_rate: int) ->
         raise ValueError(f"demo sample_rate must be a positive int, got {sample_rate!r}")
 
 
-def _background(rng: np.random.Generator, name: str, size: int) -> np.ndarray:
-    """float32 [size, size, 3]: the colours of a random square crop of the photo, dimmed.
+@functools.lru_cache(maxsize=None)
+def background(name: str, size: int) -> np.ndarray:
+    """float32 [size, size, 3]: the fixed background of photo `name`, dimmed.
 
-    The crop is averaged down to BACKGROUND_CELLS x BACKGROUND_CELLS and stretched back
-    smoothly: a soft wash of the photo's colours, not its fine texture. Texture at 32x32 is
-    what a CPU-sized tokenizer cannot keep and what a CPU-sized LM would spend its capacity
-    on; the scored content (digit, motion, sound) is all in the sprite and the sound track.
+    The photo's central square is averaged down to BACKGROUND_CELLS x BACKGROUND_CELLS and
+    stretched back smoothly: a soft wash of the photo's colours, not its fine texture. Texture
+    at 32x32 is what a CPU-sized tokenizer cannot keep and what a CPU-sized LM would spend its
+    capacity on; the scored content (digit, motion, sound) is all in the sprite and the sound.
     """
     photo = materials.background_photo(name)
     h, w, _ = photo.shape
-    side = int(rng.uniform(0.4, 1.0) * min(h, w))
-    top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
     cells = cv2.resize(photo[top:top + side, left:left + side],
                        (BACKGROUND_CELLS, BACKGROUND_CELLS), interpolation=cv2.INTER_AREA)
     wash = cv2.resize(cells.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
-    return wash * BACKGROUND_DIMMING
+    wash = wash * BACKGROUND_DIMMING
+    wash.setflags(write=False)
+    return wash
 
 
 def _render(background: np.ndarray, digit_image: np.ndarray, positions: np.ndarray,
@@ -118,14 +135,14 @@ def demo_clip(split: str, index: int, seed: int, size: int = 32, num_frames: int
     # the first frames always show the captioned direction (a bounce on frame 1 would make the
     # clip visibly move the other way from its caption).
     dx, dy = motion.DIRECTIONS[direction]
-    room = int(np.ceil(2 * speed))
+    room = 2 * speed
+    grid = np.arange(0, limit + 1, max(1, size // POSITION_GRID_CELLS))
     start = tuple(
-        int(rng.integers(room, limit + 1)) if d < 0 else
-        int(rng.integers(0, limit - room + 1)) if d > 0 else int(rng.integers(0, limit + 1))
+        int(rng.choice(grid[grid >= room])) if d < 0 else
+        int(rng.choice(grid[grid <= limit - room])) if d > 0 else int(rng.choice(grid))
         for d in (dx, dy))
     positions, bounces = motion.bouncing_positions(start, direction, speed, num_frames, limit)
-    background = _background(rng, background_name, size)
-    video = _render(background, images[pick], positions, sprite_size)
+    video = _render(background(background_name, size), images[pick], positions, sprite_size)
     audio = sound.demo_audio(digit, bounces, fps, num_audio_samples(num_frames, fps, sample_rate),
                              sample_rate, rng)
     truth = {

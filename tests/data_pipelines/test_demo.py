@@ -132,3 +132,20 @@ def test_bad_arguments_are_rejected_with_clear_errors():
         next(demo.generate_clips("train", -1, seed=0))
     with pytest.raises(ValueError, match="background"):
         materials.background_photo("mona_lisa")
+
+
+def test_sprite_is_on_the_latent_grid_at_every_keyframe():
+    # Keyframes 0, 4, 8, .. (the causal tokenizer's temporal stride) put the sprite on the
+    # 4-px grid (its spatial stride at 32x32), bounces included.
+    for clip in demo.generate_clips("train", 40, seed=4):
+        keyframes = np.array(clip.truth["positions"])[::4]
+        assert (keyframes % 4 == 0).all(), (clip.clip_id, keyframes)
+
+
+def test_background_is_the_photos_fixed_wash_outside_the_sprite():
+    for clip in demo.generate_clips("validation", 8, seed=0):
+        expected = np.rint(clips.background(clip.truth["background"], 32)).astype(np.uint8)
+        x, y = np.rint(clip.truth["positions"][0]).astype(int)
+        outside = np.ones((32, 32), bool)
+        outside[y:y + clip.truth["sprite_size"], x:x + clip.truth["sprite_size"]] = False
+        np.testing.assert_array_equal(clip.video[0][outside], expected[outside])

@@ -31,7 +31,7 @@ def test_encoded_example_holds_every_field_with_tokenizer_shapes(encoder):
     meta = json.loads(got["metadata_json"].numpy())
     assert meta["truth"] == demo_clip("train", 0, seed=0).truth
     np.testing.assert_array_equal(got["video_tokens"], encoder.tokenizers.video.encode(clips[0].video[None])[0])
-    assert info == {"frames": 17, "video_latent_shape": [5, 4, 4], "audio_shape": [2, 106]}
+    assert info == {"frames": 17, "video_latent_shape": [5, 4, 4], "audio_shape": [2, 106], "caption_tokens": 10}
 
 
 def test_masks_grey_out_the_centre_or_the_border_on_token_boundaries():
@@ -85,3 +85,13 @@ def test_demo_shards_and_spec_load_with_plain_tf_data(tmp_path, encoder):
     assert sorted(r["clip_id"].numpy().decode() for r in rows) == [
         f"demo-train-s0-{i:07d}" for i in range(6)]
     assert schema.ShardSpec.read(str(tmp_path)).fields == spec.fields
+
+
+def test_spec_reports_the_longest_caption_and_warns_when_text_length_cuts_it(tmp_path, encoder, capsys):
+    units = clip_sources.demo_units({"train": 3}, seed=0)
+    result = beam_pipeline.run_pipeline(units, encoder, str(tmp_path / "fits"), {"train": 1})
+    assert pretokenize.write_spec(str(tmp_path / "fits"), encoder, result).extra["longest_caption_tokens"] == 10
+    assert "WARNING" not in capsys.readouterr().out
+    short = pretokenize.TokenEncoder(make_tiny_tokenizers, text_length=6)
+    pretokenize.write_spec(str(tmp_path / "fits"), short, result)
+    assert "needs 10 text tokens (with EOS); text_length=6 cuts" in capsys.readouterr().out

@@ -75,6 +75,9 @@ class WordCaptionTokenizer:
             ids[row, :len(words)], mask[row, :len(words)] = words, True
         return ids, mask
 
+    def count_tokens(self, captions):
+        return [len(caption.split()) for caption in captions]
+
 
 def make_tiny_tokenizers() -> Tokenizers:
     return Tokenizers(video=tiny_video_tokenizer(), audio=tiny_audio_tokenizer(),

@@ -39,3 +39,22 @@ def test_stack_features_batches_and_checks_keys():
     assert batch["input_tokens"].shape == (2, 4)
     with pytest.raises(ValueError, match="has features"):
         features.stack_features([a, {"input_tokens": a["input_tokens"]}])
+
+
+def test_mismatch_conditioning_gives_each_example_the_next_examples_prefix_only():
+    text, visual = V.text_range[0], V.visual_range[0]
+    rows = [features.example_features([1, 70, text + i, visual + i], [visual + 10 + i, 2], 0, V, length=6)
+            for i in range(3)]
+    batch = features.stack_features(rows + [{k: np.zeros_like(v) for k, v in rows[0].items()}])
+    out = features.mismatch_conditioning(batch)
+    # Rows 0..2 take the caption and frame of rows 1, 2, 0; the padding row is left alone.
+    assert out["input_tokens"][:, 2].tolist() == [text + 1, text + 2, text + 0, 0]
+    assert out["input_tokens"][:, 3].tolist() == [visual + 1, visual + 2, visual + 0, 0]
+    # <bos>, task token and the outputs (inputs and targets) are each row's own.
+    np.testing.assert_array_equal(out["input_tokens"][:, [0, 1, 4]], batch["input_tokens"][:, [0, 1, 4]])
+    for key in batch:
+        if key != "input_tokens":
+            np.testing.assert_array_equal(out[key], batch[key])
+    assert batch["input_tokens"][:, 2].tolist() == [text, text + 1, text + 2, 0]  # input untouched
+    single = features.mismatch_conditioning(features.stack_features(rows[:1]))
+    np.testing.assert_array_equal(single["input_tokens"], rows[0]["input_tokens"][None])

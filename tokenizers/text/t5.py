@@ -371,6 +371,12 @@ class T5Encoder:
             mask[row, : len(pieces)] = True
         return ids, mask
 
+    def count_tokens(self, captions: Sequence[str]) -> list[int]:
+        """Tokens each caption needs uncut (pieces + EOS); `tokenize` cuts longer ones."""
+        if isinstance(captions, str) or not all(isinstance(c, str) for c in captions):
+            raise TypeError("T5Encoder: captions must be a sequence of str")
+        return [len(pieces) + 1 for pieces in self._sp.encode(list(captions))]
+
     def encode(self, captions: Sequence[str], max_length: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """captions -> float32 embeddings [batch, max_length, dim], bool mask [batch, max_length]."""
         ids, mask = self.tokenize(captions, max_length)

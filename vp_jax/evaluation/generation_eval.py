@@ -210,18 +210,25 @@ def ceiling_records(task: str, clips: Sequence, recon: Reconstructions, loaded: 
     return _records(task, 'real', clips, video, audio, loaded)
 
 
-def teacher_forced_entries(lm_workdir: str) -> dict[str, dict[str, results.MetricEntry]]:
-    """Per task 'loss' and 'accuracy' of the latest checkpoint on config.eval.split, each
-    with `count` = its scored target tokens and `examples` = the examples they came from."""
+TEACHER_FORCED_METRICS = ('loss', 'accuracy', 'conditioning_gain')
+
+
+def teacher_forced_entries(lm_workdir: str, step: int | None = None) -> dict[str, dict[str, results.MetricEntry]]:
+    """Per task 'loss', 'accuracy' and 'conditioning_gain' of checkpoint `step` (default: the
+    latest) on config.eval.split, each with `count` = its scored target tokens and `examples`
+    = the examples they came from. Reuses what the trainer's evaluation wrote for that step."""
     from vp_jax import config as config_lib
     from vp_jax import trainer
 
     config = config_lib.read_resolved_config(lm_workdir)
-    metrics = trainer.evaluate_checkpoint(config, lm_workdir)
+    step = _latest_step(lm_workdir) if step is None else step
+    metrics = trainer.read_eval_results(lm_workdir, step, config.eval.split) if step is not None else None
+    if metrics is None:
+        metrics = trainer.evaluate_checkpoint(config, lm_workdir, step)
     tasks: dict[str, dict[str, results.MetricEntry]] = {}
     for key, value in metrics.items():
         parts = key.split('/')
-        if len(parts) == 3 and parts[0] == 'task' and parts[2] in ('loss', 'accuracy'):
+        if len(parts) == 3 and parts[0] == 'task' and parts[2] in TEACHER_FORCED_METRICS:
             prefix = f'task/{parts[1]}/'
             tasks.setdefault(parts[1], {})[parts[2]] = results.MetricEntry(
                 float(value), count=int(round(metrics[prefix + 'output_tokens'])),

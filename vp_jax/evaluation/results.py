@@ -24,8 +24,9 @@ null when no clip had a finite score; `count`/`ceiling_count` say how many clips
 in. `target` is the goal the issue sets (null where none is set); `higher_is_better`
 says how to read the metric. Metric meanings are in `METRICS`.
 
-The teacher-forced metrics 'loss' and 'accuracy' (vp_jax/trainer.py's eval on
-config.eval.split) are means over output tokens, not clips: their `count` is the number of
+The teacher-forced metrics 'loss', 'accuracy' and 'conditioning_gain' (vp_jax/trainer.py's
+eval on config.eval.split; the gain is the loss given another example's conditioning minus
+the true loss) are means over output tokens, not clips: their `count` is the number of
 scored target tokens of that task and `examples` the number of examples those tokens came
 from (null for every clip-scored metric); they have no ceiling::
 
@@ -77,6 +78,8 @@ METRICS: dict[str, tuple[bool, str]] = {
     "frechet_distance": (False, "Frechet distance of feature-network features, generated vs real"),
     "loss": (False, "teacher-forced loss per output token (n: scored target tokens and their examples)"),
     "accuracy": (True, "teacher-forced next-token accuracy (n: scored target tokens and their examples)"),
+    "conditioning_gain": (True, "teacher-forced loss given another example's caption/frames/audio minus given "
+                                "its own, nats per output token; ~0 means the conditioning is ignored"),
 }
 
 # The issue's targets for the default run: (task, metric) -> value the generated score should reach.

@@ -96,10 +96,17 @@ def test_teacher_forced_rows_carry_the_scored_target_tokens_and_examples(tmp_pat
         assert loss.examples == accuracy.examples == 4
         assert loss.count == accuracy.count and loss.count % 4 == 0
         assert loss.value == pytest.approx(evaluated[f'task/{task}/loss'])
+        assert entries['conditioning_gain'].value == pytest.approx(evaluated[f'task/{task}/conditioning_gain'])
+        assert entries['conditioning_gain'].count == loss.count
     # Per example, t2v scores <bov_o> + the clip's video tokens + <eov_o> + <eos>; t2i
     # <bov_o> + the first latent frame's tokens only (vp_jax/tasks.py).
     t, h, w = DEFAULT_GEOMETRY.video_latent_shape
     assert tasks['t2v']['loss'].count == 4 * (t * h * w + 3)
     assert tasks['t2i']['loss'].count == 4 * (h * w + 1)
+    # A second call reads what the evaluation wrote for that step instead of evaluating again.
+    saved = json.loads((lm / 'eval' / 'step_2_validation.json').read_text())
+    saved['metrics']['task/t2v/loss'] = 123.0
+    (lm / 'eval' / 'step_2_validation.json').write_text(json.dumps(saved))
+    assert generation_eval.teacher_forced_entries(str(lm))['t2v']['loss'].value == 123.0
     report = results.markdown_report(tasks)
     assert f"| t2v | loss | {tasks['t2v']['loss'].value:.3f} | - | - | {tasks['t2v']['loss'].count} tokens / 4 examples |" in report
