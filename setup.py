@@ -24,6 +24,8 @@ _CORE = [
     "numpy>=2.0,<2.5",
     # clu: TensorBoard metric writers (scalars, images, audio) that work under jax.
     "clu>=0.0.12,<0.1",
+    # clu's writers import tensorboard, which tensorflow 2.21 no longer installs.
+    "tensorboard>=2.21,<2.22",
     "einops>=0.8,<0.9",
     # PyAV: decode any container/codec and write H.264 + AAC mp4 with sound.
     "av>=14,<19",
