@@ -6,6 +6,13 @@
 Schedule: 900 image steps (batch 16), inflation to causal 3D, 300 video steps on 9-frame
 clips (batch 8; the causal model then runs on 17-frame clips), each phase with its own
 warm-up + cosine learning rate; fresh demo clips every step (data.max_clips=0).
+Ids the LM can learn: the encoder normalises each position alone (model.encoder_norm=
+'position') and the losses keep every LFQ bit far from zero (commitment 1.0) without forcing
+background cells onto spare codes (entropy 0.05). With the paper's per-frame GroupNorm,
+commitment 0.25 and entropy 0.1, a cell of a photo's fixed background far from the digit got
+that photo's usual id only 54% of the time (the digit's position flipped low-margin bits);
+with these settings 94%, and held-out video PSNR rose from 23.8 to 24.9 dB (2-core CPU,
+same steps). Code usage falls from 100% to ~85%: the spare codes had been encoding noise.
 Variants (`--config=experiments/magvit2_demo.py:<variant>`):
   (none)   the demo tokenizer on the embedded demo clips: image-first, then video; L2 + LFQ.
   quick    a tiny model and a few steps, for tests and smoke runs.
@@ -28,7 +35,8 @@ def get_config(arg=None):
 
   c.model = dict(num_bits=10, base_channels=16, channel_multipliers=(1, 2, 4), num_res_blocks=1,
                  spatial_downsample=(True, True), temporal_downsample=(True, True),
-                 temporal_kernel_size=3, num_groups=8, in_channels=3, dtype="float32")
+                 temporal_kernel_size=3, num_groups=8, encoder_norm="position", in_channels=3,
+                 dtype="float32")
 
   c.data = ml_collections.ConfigDict(dict(
       source="demo", path="", num_frames=17, height=32, width=32, fps=8.0, seed=0,
@@ -41,7 +49,7 @@ def get_config(arg=None):
       checkpoint_every_steps=250, max_checkpoints=2))
 
   c.loss = ml_collections.ConfigDict(dict(
-      reconstruction_weight=5.0, commitment_weight=0.25, entropy_weight=0.1,
+      reconstruction_weight=5.0, commitment_weight=1.0, entropy_weight=0.05,
       entropy_start_multiplier=4.0, entropy_anneal_steps=500, entropy_temperature=0.01,
       entropy_group_bits=12, perceptual_weight=0.0, adversarial_weight=0.0,
       adversarial_start_step=0, r1_gamma=10.0, lecam_weight=0.001,

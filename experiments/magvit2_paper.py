@@ -23,7 +23,8 @@ def get_config(arg=None):
   c.mesh = {"data": -1, "fsdp": 1, "tensor": 1}
   c.model = dict(num_bits=18, base_channels=128, channel_multipliers=(1, 2, 2, 4), num_res_blocks=4,
                  spatial_downsample=(True, True, True), temporal_downsample=(False, True, True),
-                 temporal_kernel_size=3, num_groups=32, in_channels=3, dtype="bfloat16")
+                 temporal_kernel_size=3, num_groups=32, encoder_norm="group", in_channels=3,
+                 dtype="bfloat16")
   c.data = ml_collections.ConfigDict(dict(
       source="video_folder", path="", num_frames=17, height=128, width=128, fps=8.0, seed=0,
       held_out_fraction=0.01, max_clips=0))

@@ -16,6 +16,15 @@ scale and shift are computed from the quantized latent, resized to each block's 
 
 GroupNorm statistics are taken per frame (`FrameGroupNorm`): statistics pooled over time
 would let frame t change the outputs of earlier frames and break causality.
+
+`encoder_norm` picks the encoder's normalisation. 'group' (the paper's) pools statistics over
+the whole frame, so a bright object anywhere shifts every position's activations and flips
+the low-margin LFQ bits of unrelated background cells: the same content gets different ids
+depending on what else is in the frame. 'position' takes the statistics of each position's
+channels alone (a LayerNorm per position), so an id depends only on the content inside the
+encoder's receptive field. On the embedded demo that makes background ids of a photo
+repeat across clips and a digit's ids repeat wherever it is, which a small LM learns far
+faster; the decoder keeps adaptive GroupNorm either way.
 """
 import dataclasses
 from typing import Any
@@ -27,6 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from vp_tokenizers.magvit2 import lfq
+
+
+ENCODER_NORMS = ("group", "position")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +54,7 @@ class Magvit2Config:
   temporal_downsample: tuple[bool, ...] = (False, True, True)
   temporal_kernel_size: int = 3
   num_groups: int = 32
+  encoder_norm: str = "group"  # 'group' (per-frame GroupNorm) or 'position' (see module docstring)
   in_channels: int = 3
   dtype: str = "float32"  # activation dtype; parameters stay float32
 
@@ -76,6 +89,8 @@ class Magvit2Config:
       raise ValueError("model config: temporal_kernel_size and num_res_blocks must be >= 1")
     if self.temporal_kernel_size == 1 and any(self.temporal_downsample):
       raise ValueError("model config: temporal down-sampling needs temporal_kernel_size > 1")
+    if self.encoder_norm not in ENCODER_NORMS:
+      raise ValueError(f"model config: encoder_norm must be one of {ENCODER_NORMS}, got {self.encoder_norm!r}")
     if self.dtype not in ("float32", "bfloat16"):
       raise ValueError(f"model config: dtype must be float32 or bfloat16, got {self.dtype}")
 
@@ -148,6 +163,15 @@ class FrameGroupNorm(nn.Module):
     return y.reshape(x.shape)
 
 
+def make_norm(kind: str, num_groups: int, dtype: Any, name: str) -> nn.Module:
+  """The encoder's normalisation layer for `Magvit2Config.encoder_norm`: per-frame GroupNorm,
+  or LayerNorm over the channels of each position alone ('position'; a few channels per
+  group would leave a position nothing but the signs of their differences)."""
+  if kind == "group":
+    return FrameGroupNorm(num_groups, dtype, name=name)
+  return nn.LayerNorm(epsilon=1e-6, dtype=dtype, name=name)
+
+
 def causal_upsample_repeat(x: jax.Array, temporal: int, spatial: int) -> jax.Array:
   """Nearest-neighbour causal up-sampling [B, t, h, w, C] -> [B, 1+(t-1)*ft, h*fs, w*fs, C]."""
   x = jnp.repeat(jnp.repeat(x, spatial, axis=2), spatial, axis=3)
@@ -181,12 +205,13 @@ class ResBlock(nn.Module):
   num_groups: int
   temporal_kernel_size: int
   dtype: Any = jnp.float32
+  norm: str = "group"  # without `latent`: Magvit2Config.encoder_norm
 
   @nn.compact
   def __call__(self, x, latent=None):
     def norm(h, name):
       if latent is None:
-        return FrameGroupNorm(self.num_groups, self.dtype, name=name)(h)
+        return make_norm(self.norm, self.num_groups, self.dtype, name)(h)
       return AdaptiveGroupNorm(self.num_groups, self.dtype, name=name)(h, latent)
 
     kernel = (self.temporal_kernel_size, 3, 3)
@@ -210,7 +235,8 @@ class Encoder(nn.Module):
                      name="conv_in")(x.astype(dtype))
     for level, mult in enumerate(c.channel_multipliers):
       for block in range(c.num_res_blocks):
-        x = ResBlock(c.base_channels * mult, c.num_groups, kt, dtype, name=f"down{level}_res{block}")(x)
+        x = ResBlock(c.base_channels * mult, c.num_groups, kt, dtype, c.encoder_norm,
+                     name=f"down{level}_res{block}")(x)
       if level < len(c.channel_multipliers) - 1:
         st = 2 if c.temporal_downsample[level] else 1
         ss = 2 if c.spatial_downsample[level] else 1
@@ -218,8 +244,8 @@ class Encoder(nn.Module):
           x = CausalConv3D(x.shape[-1], (kt, 3, 3), (st, ss, ss), dtype=dtype,
                            name=f"down{level}_sample")(x)
     for block in range(2):
-      x = ResBlock(x.shape[-1], c.num_groups, kt, dtype, name=f"mid_res{block}")(x)
-    x = nn.silu(FrameGroupNorm(c.num_groups, dtype, name="norm_out")(x))
+      x = ResBlock(x.shape[-1], c.num_groups, kt, dtype, c.encoder_norm, name=f"mid_res{block}")(x)
+    x = nn.silu(make_norm(c.encoder_norm, c.num_groups, dtype, "norm_out")(x))
     z = CausalConv3D(c.num_bits, (1, 1, 1), dtype=dtype, name="conv_out")(x)
     return z.astype(jnp.float32)
 

@@ -107,3 +107,24 @@ def test_inflated_image_model_reproduces_the_image_model_on_static_videos():
   video_out, video_aux = jax.jit(video_model.apply)(video_params, jnp.repeat(frame, 5, axis=1))
   np.testing.assert_allclose(video_out, jnp.repeat(image_out, 5, axis=1), atol=1e-4)
   np.testing.assert_array_equal(video_aux["ids"][:, 0], image_aux["ids"][:, 0])
+
+
+@pytest.mark.parametrize("encoder_norm, far_patch_changes_latents", [("group", True), ("position", False)])
+def test_position_norm_keeps_latents_blind_to_content_outside_the_receptive_field(
+    encoder_norm, far_patch_changes_latents):
+  config = Magvit2Config(num_bits=6, base_channels=4, channel_multipliers=(1, 2), num_res_blocks=1,
+                         spatial_downsample=(True,), temporal_downsample=(False,), temporal_kernel_size=1,
+                         num_groups=2, encoder_norm=encoder_norm)
+  model = Magvit2(config)
+  image = _video(5, (1, 1, 16, 96, 3)) * 0.1
+  params = model.init(jax.random.PRNGKey(0), image)
+  encode = jax.jit(lambda x: model.apply(params, x, method=Magvit2.encode))
+  # A bright patch at the right edge, ~80 px from the left columns (receptive field < 40 px).
+  with_patch = image.at[:, :, :, 88:].set(1.0)
+  left_before, left_after = encode(image)[:, :, :, :4], encode(with_patch)[:, :, :, :4]
+  assert np.allclose(left_before, left_after, atol=1e-6) != far_patch_changes_latents
+
+
+def test_unknown_encoder_norm_is_rejected_by_name():
+  with pytest.raises(ValueError, match="encoder_norm"):
+    Magvit2Config.from_dict(dict(TINY.to_dict(), encoder_norm="batch"))
