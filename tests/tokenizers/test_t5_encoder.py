@@ -72,9 +72,10 @@ def test_tokenization_is_sentencepiece_then_eos_then_padding(tmp_path):
     make_reference(str(tmp_path))
     encoder = T5Encoder.load(str(tmp_path))
     sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "spiece.model"))
-    ids, mask = encoder.tokenize(CAPTIONS, 24)
-    short = sp.encode(CAPTIONS[1])
-    assert len(short) < 23 < len(sp.encode(CAPTIONS[0]))
+    short, long = sp.encode(CAPTIONS[1]), sp.encode(CAPTIONS[0])
+    max_length = len(long) - 2  # the long caption is cut, the short one (+ EOS) fits with padding
+    assert len(short) + 1 < max_length
+    ids, mask = encoder.tokenize(CAPTIONS, max_length)
     assert list(ids[1, :len(short) + 1]) == short + [1] and not ids[1, len(short) + 1:].any()
     assert mask[1].sum() == len(short) + 1
     assert ids[0, -1] == 1 and mask[0].all()  # truncated caption still ends with EOS
