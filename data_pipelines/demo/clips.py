@@ -23,8 +23,11 @@ CPU-sized LM spends its few steps on the digit, the motion and the sound:
   cell). With keyframes 4 frames apart (the causal tokenizer's temporal stride), speeds of 1
   or 2 px/frame and a wall at 5/8 of the side, every latent keyframe finds the sprite on that
   grid again, bounces included, so each digit's token pattern recurs across clips instead
-  of smearing over 16 sub-cell offsets. The start cell and the handwriting (one of ~180
-  real images per digit) stay random.
+  of smearing over 16 sub-cell offsets. The start cell stays random;
+- the handwriting is one of the split's first HANDWRITINGS_PER_DIGIT real images of the
+  digit (the splits' images stay disjoint, so held-out clips show unseen handwriting). A
+  digit then has a few token patterns for the LM to learn, not ~140; the digit classifier
+  that scores generated clips still trains on every image (`handwritings_per_digit=0`).
 """
 from __future__ import annotations
 
@@ -39,11 +42,12 @@ from data_pipelines.demo import materials, motion, sound
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SPEEDS = {"slowly": 1.0, "quickly": 2.0}  # caption word -> pixels per frame at 32x32
-VERSION = 2  # bumps the main job's demo-stage cache when what a clip looks like changes
+VERSION = 3  # bumps the main job's demo-stage cache when what a clip looks like changes
 BACKGROUND_DIMMING = 0.45
 BACKGROUND_CELLS = 4
 POSITION_GRID_CELLS = 8  # sprite starts lie on a grid of size / 8 pixels
 SPRITE_INK_GAIN = 1.5
+HANDWRITINGS_PER_DIGIT = 4  # per split; 0 = every image of the digit
 SPRITE_COLOR = np.array([255.0, 250.0, 235.0], np.float32)
 
 
@@ -113,17 +117,25 @@ def _render(background: np.ndarray, digit_image: np.ndarray, positions: np.ndarr
 
 
 def demo_clip(split: str, index: int, seed: int, size: int = 32, num_frames: int = 17,
-              fps: float = 8, sample_rate: int = 16000) -> DemoClip:
-    """Clip number `index` of `split` for `seed` (see the module docstring)."""
+              fps: float = 8, sample_rate: int = 16000,
+              handwritings_per_digit: int = HANDWRITINGS_PER_DIGIT) -> DemoClip:
+    """Clip number `index` of `split` for `seed` (see the module docstring).
+
+    `handwritings_per_digit` > 0 draws the digit's image from the split's first that many
+    images of it; 0 from all of them.
+    """
     materials.check_split(split)
     _check_geometry(size, num_frames, fps, sample_rate)
+    if not isinstance(handwritings_per_digit, (int, np.integer)) or handwritings_per_digit < 0:
+        raise ValueError(f"handwritings_per_digit must be an int >= 0, got {handwritings_per_digit!r}")
     if index < 0:
         raise ValueError(f"demo clip index must be >= 0, got {index}")
     rng = np.random.default_rng([int(seed), materials.SPLITS.index(split), int(index)])
     images, labels, image_index = materials.digit_split(split)
 
     digit = int(rng.integers(10))
-    pick = int(rng.choice(np.flatnonzero(labels == digit)))
+    choices = np.flatnonzero(labels == digit)
+    pick = int(rng.choice(choices[:handwritings_per_digit] if handwritings_per_digit else choices))
     direction = str(rng.choice(sorted(motion.DIRECTIONS)))
     speed_word = str(rng.choice(sorted(SPEEDS)))
     background_name = str(rng.choice(sorted(materials.BACKGROUNDS)))
@@ -161,12 +173,12 @@ def demo_clip(split: str, index: int, seed: int, size: int = 32, num_frames: int
 
 
 def generate_clips(split: str, num_clips: int, seed: int, size: int = 32, num_frames: int = 17,
-                   fps: float = 8, sample_rate: int = 16000, start_index: int = 0
-                   ) -> Iterator[DemoClip]:
+                   fps: float = 8, sample_rate: int = 16000, start_index: int = 0,
+                   handwritings_per_digit: int = HANDWRITINGS_PER_DIGIT) -> Iterator[DemoClip]:
     """Yields clips `start_index .. start_index + num_clips - 1` of `split`, in order."""
     materials.check_split(split)
     _check_geometry(size, num_frames, fps, sample_rate)
     if num_clips < 0:
         raise ValueError(f"num_clips must be >= 0, got {num_clips}")
     for index in range(start_index, start_index + num_clips):
-        yield demo_clip(split, index, seed, size, num_frames, fps, sample_rate)
+        yield demo_clip(split, index, seed, size, num_frames, fps, sample_rate, handwritings_per_digit)

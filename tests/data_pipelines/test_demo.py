@@ -57,6 +57,21 @@ def test_splits_use_disjoint_digit_images():
     assert used <= indices["test"]
 
 
+def test_each_digit_is_drawn_from_the_splits_first_few_handwritings():
+    # The default demo keeps HANDWRITINGS_PER_DIGIT images per digit and split (the first
+    # ones of that split); 0 draws from every image, as the scorers' training does.
+    for split in ("train", "test"):
+        images, labels, image_index = materials.digit_split(split)
+        allowed = {d: set(image_index[labels == d][:clips.HANDWRITINGS_PER_DIGIT].tolist()) for d in range(10)}
+        few = list(demo.generate_clips(split, 400, seed=0))
+        assert all(c.truth["digit_image_index"] in allowed[c.truth["digit"]] for c in few)
+        assert len({c.truth["digit_image_index"] for c in few}) == 10 * clips.HANDWRITINGS_PER_DIGIT
+    every = {c.truth["digit_image_index"] for c in demo.generate_clips("train", 200, seed=0, handwritings_per_digit=0)}
+    assert len(every) > 10 * clips.HANDWRITINGS_PER_DIGIT
+    with pytest.raises(ValueError, match="handwritings_per_digit"):
+        demo.demo_clip("train", 0, seed=0, handwritings_per_digit=-1)
+
+
 def test_caption_names_the_digit_direction_speed_and_background():
     for clip in demo.generate_clips("train", 20, seed=0):
         t = clip.truth

@@ -114,7 +114,8 @@ class DemoFeatureNetwork:
 
     @classmethod
     def train(cls, settings: FeatureTrainingSettings = FeatureTrainingSettings()) -> "DemoFeatureNetwork":
-        clips = list(generate_clips("train", settings.num_clips, settings.seed, size=settings.size))
+        clips = list(generate_clips("train", settings.num_clips, settings.seed, size=settings.size,
+                                    handwritings_per_digit=0))
         videos = np.stack([c.video for c in clips])
         labels = _labels(clips)
         model = DemoVideoEncoder()
@@ -142,7 +143,8 @@ class DemoFeatureNetwork:
                 rate = i / (time.time() - start)
                 print(f"[demo_features] step {i}/{settings.steps} loss={float(loss):.3f} "
                       f"{rate:.2f} step/s ETA {(settings.steps - i) / rate:.0f}s", flush=True)
-        val = list(generate_clips("validation", settings.num_validation_clips, settings.seed, size=settings.size))
+        val = list(generate_clips("validation", settings.num_validation_clips, settings.seed, size=settings.size,
+                                  handwritings_per_digit=0))
         info = {"format_version": FORMAT_VERSION, "settings": dataclasses.asdict(settings),
                 "validation_accuracy": _accuracies(model, params, np.stack([c.video for c in val]),
                                                    _labels(val), settings.size)}

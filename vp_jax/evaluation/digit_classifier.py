@@ -76,7 +76,8 @@ def training_crops(split: str, settings: TrainingSettings) -> tuple[np.ndarray, 
     """(crops float32 [N, 8, 8], labels int64 [N]) from real digits of `split`, degraded."""
     rng = np.random.default_rng(settings.seed)
     crops, labels = [], []
-    for clip in generate_clips(split, settings.num_clips, settings.seed, size=settings.size):
+    for clip in generate_clips(split, settings.num_clips, settings.seed, size=settings.size,
+                               handwritings_per_digit=0):
         video = clip.video[np.linspace(0, len(clip.video) - 1, settings.frames_per_clip).round().astype(int)]
         found = clip_crops(_degraded(video, rng), clip.truth["sprite_size"])
         crops.append(found)

@@ -54,18 +54,21 @@ class ClipRecord:
     sample_rate: int = 16000
     mask_fraction: float = 0.5
     mask_align: int = 8
+    given_frames: int = 0  # frames the prefix gave (scoring.score_clip reads the rest)
 
 
 def write_clip(directory: str, name: str, task: str, kind: str, video: np.ndarray, truth: dict, *,
                audio: np.ndarray | None = None, reference_video: np.ndarray | None = None,
                reference_audio: np.ndarray | None = None, caption: str = "", fps: float = 8.0,
-               sample_rate: int = 16000, mask_fraction: float = 0.5, mask_align: int = 8) -> str:
+               sample_rate: int = 16000, mask_fraction: float = 0.5, mask_align: int = 8,
+               given_frames: int = 0) -> str:
     """Writes `<name>.mp4` (+ wav, references) and its sidecar; returns the sidecar path."""
     if kind not in KINDS:
         raise ValueError(f"clip kind must be one of {KINDS}, got {kind!r}")
     os.makedirs(directory, exist_ok=True)
     sidecar = {"task": task, "kind": kind, "truth": truth, "caption": caption, "fps": fps,
-               "sample_rate": sample_rate, "mask": {"fraction": mask_fraction, "align": mask_align}}
+               "sample_rate": sample_rate, "mask": {"fraction": mask_fraction, "align": mask_align},
+               "given_frames": int(given_frames)}
     media.write_mp4(os.path.join(directory, f"{name}.mp4"), video, fps, audio, sample_rate)
     if audio is not None:
         media.write_wav(os.path.join(directory, f"{name}.wav"), audio, sample_rate)
@@ -116,7 +119,8 @@ def read_clip(sidecar_path: str) -> ClipRecord:
         reference_video=media.read_video(path("reference"))[0] if "reference" in meta else None,
         reference_audio=media.read_audio(path("reference_audio"), sample_rate) if "reference_audio" in meta else None,
         caption=meta.get("caption", ""), fps=float(meta.get("fps", 8.0)), sample_rate=sample_rate,
-        mask_fraction=float(mask.get("fraction", 0.5)), mask_align=int(mask.get("align", 8)))
+        mask_fraction=float(mask.get("fraction", 0.5)), mask_align=int(mask.get("align", 8)),
+        given_frames=int(meta.get("given_frames", 0)))
 
 
 def load_clips(clips_dir: str) -> tuple[list[ClipRecord], list[str]]:
@@ -146,7 +150,7 @@ def evaluate_records(records: list[ClipRecord], classifier: DigitClassifier,
                 record.task, record.video, record.truth, classifier=classifier, audio=record.audio,
                 reference_video=record.reference_video, reference_audio=record.reference_audio,
                 fps=record.fps, sample_rate=record.sample_rate, mask_fraction=record.mask_fraction,
-                mask_align=record.mask_align)
+                mask_align=record.mask_align, given_frames=record.given_frames)
         except ValueError as e:
             problems.append(f"{record.name}: {e}")
             continue

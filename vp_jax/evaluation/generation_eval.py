@@ -180,6 +180,13 @@ def reconstruct(loaded: LoadedGenerator, clips: Sequence) -> Reconstructions:
     return Reconstructions(video, first, audio)
 
 
+def _given_frames(task: str, generator) -> int:
+    """Pixel frames of a clip that `task`'s prefix holds (scored clips skip them)."""
+    if task in ('continuation', 'av_continuation'):
+        return generator.head_frames
+    return 1 if task == 'i2v' else 0
+
+
 def _records(task: str, kind: str, clips: Sequence, videos, audios, loaded: LoadedGenerator) -> list[ClipRecord]:
     generator, records = loaded.generator, []
     for i, clip in enumerate(clips):
@@ -189,7 +196,8 @@ def _records(task: str, kind: str, clips: Sequence, videos, audios, loaded: Load
             reference_video=clip.video if task in NEEDS_REFERENCE + ('reconstruction',) else None,
             reference_audio=clip.audio if task == 'reconstruction' else None, caption=clip.caption,
             fps=loaded.clip.fps, sample_rate=loaded.clip.sample_rate,
-            mask_fraction=generator.mask_fraction, mask_align=generator.align))
+            mask_fraction=generator.mask_fraction, mask_align=generator.align,
+            given_frames=_given_frames(task, generator)))
     return records
 
 
@@ -300,7 +308,9 @@ def _write_clips(directory: str, records: Sequence[ClipRecord]) -> None:
             continue
         evaluate_clips.write_clip(directory, r.name, r.task, r.kind, r.video, r.truth, audio=r.audio,
                                   reference_video=r.reference_video, reference_audio=r.reference_audio,
-                                  caption=r.caption, fps=r.fps, sample_rate=r.sample_rate)
+                                  caption=r.caption, fps=r.fps, sample_rate=r.sample_rate,
+                                  mask_fraction=r.mask_fraction, mask_align=r.mask_align,
+                                  given_frames=r.given_frames)
 
 
 def main(argv=None) -> None:

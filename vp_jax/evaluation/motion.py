@@ -106,6 +106,30 @@ def trajectory_error_px(centroids: np.ndarray, true_positions: np.ndarray) -> fl
     return float(np.linalg.norm(delta - np.median(delta, axis=0), axis=1).mean())
 
 
+OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+
+
+def truth_from_frame(truth: dict, start: int) -> dict:
+    """The demo truth of frames `start`.. of a clip, as if they were a clip of their own.
+
+    Positions and bounce frames are cut and renumbered; the initial direction is the one in
+    effect at frame `start` (each bounce at a frame <= `start` has reversed it: the demo's
+    motion runs along one axis). Scores of a continuation's generated tail use this.
+    """
+    if start == 0:
+        return truth
+    if "direction" not in truth:
+        raise ValueError(f"truth is missing 'direction'; got keys {sorted(truth)}")
+    bounces = [int(b) for b in truth.get("bounce_frames", [])]
+    direction = truth["direction"]
+    if sum(b <= start for b in bounces) % 2:
+        direction = OPPOSITE[direction]
+    out = dict(truth, direction=direction, bounce_frames=[b - start for b in bounces if b > start])
+    if truth.get("positions") is not None:
+        out["positions"] = list(truth["positions"])[start:]
+    return out
+
+
 def score_motion(video: np.ndarray, truth: dict) -> dict[str, float]:
     """Motion scores of one clip against its demo `truth` dict.
 

@@ -6,13 +6,18 @@ can check (`TASK_SCORES`):
     t2v, stylization       digit + motion (the caption names both)
     t2i                    digit (one frame has no motion)
     i2v                    first frame + digit (the first frame fixes both)
-    continuation           digit + motion, incl. the tracked path against the true one
+    continuation           digit + motion, incl. the tracked path against the true one, on
+                           the generated frames only (after the given head)
     inpainting/outpainting masked-region error + digit + motion
     audio_to_video         digit (the tone names it; clicks alone cannot name a direction)
     video_to_audio         pitch class + click timing
     av_continuation        motion + pitch + clicks
     unconditional          sprite found / motion consistency only (no truth to compare)
     reconstruction         tokenizer PSNR (and SI-SNR with audio) against the original
+
+`given_frames`: frames of the clip the task's prefix gave the model (continuation's head, the
+first frame of i2v). Digit and motion scores read only the frames after them, so a score
+says what the model made, not what it was shown.
 
 The main job calls `score_clip` in-process on decoded arrays; `evaluate_clips` calls it on
 files. Shapes: video uint8 [T, H, W, 3]; audio float32 [samples] mono.
@@ -56,7 +61,7 @@ def score_clip(task: str, video: np.ndarray | None, truth: dict, *,
                classifier: DigitClassifier | None = None, audio: np.ndarray | None = None,
                reference_video: np.ndarray | None = None, reference_audio: np.ndarray | None = None,
                fps: float = 8.0, sample_rate: int = 16000, mask_fraction: float = 0.5,
-               mask_align: int = 8) -> dict[str, float]:
+               mask_align: int = 8, given_frames: int = 0) -> dict[str, float]:
     """All scores `TASK_SCORES[task]` names, as {metric: value}; NaN where undefined.
 
     Raises ValueError naming the missing input (a classifier for digit scores, audio for
@@ -64,6 +69,11 @@ def score_clip(task: str, video: np.ndarray | None, truth: dict, *,
     """
     if task not in TASK_SCORES:
         raise ValueError(f"no scores defined for task {task!r}; known: {sorted(TASK_SCORES)}")
+    if video is not None and not 0 <= given_frames < len(video):
+        raise ValueError(f"task {task}: given_frames={given_frames} must be in [0, {len(video)}) for a "
+                         f"{len(video)}-frame clip")
+    made = video[given_frames:] if video is not None else None
+    made_truth = motion.truth_from_frame(truth, given_frames) if "motion" in TASK_SCORES[task] else truth
     scores: dict[str, float] = {}
     for kind in TASK_SCORES[task]:
         if kind != "audio" and video is None:
@@ -71,9 +81,9 @@ def score_clip(task: str, video: np.ndarray | None, truth: dict, *,
         if kind == "digit":
             if classifier is None:
                 raise ValueError(f"task {task}: digit scores need a DigitClassifier")
-            scores |= score_digit(video, truth, classifier)
-        elif kind == "motion" and len(video) >= 3:
-            scores |= motion.score_motion(video, truth)
+            scores |= score_digit(made, truth, classifier)
+        elif kind == "motion" and len(made) >= 3:
+            scores |= motion.score_motion(made, made_truth)
         elif kind == "consistency":
             estimate = motion.estimate_motion(video)
             scores |= {"sprite_found_fraction": estimate.found_fraction,

@@ -94,6 +94,23 @@ def test_command_line_writes_results_and_report(clips_dir, cache_dir, tmp_path):
     assert os.path.isfile(os.path.join(out_dir, "samples.png"))
 
 
+def test_continuation_scores_only_the_frames_it_generated(cache_dir):
+    # Head (frames 0-8) from one clip, tail from a clip of another digit: scored over the
+    # whole clip the head's frames would outvote the tail; scored on the tail, it is wrong.
+    classifier = DigitClassifier.load(os.path.join(cache_dir, "digit_classifier.npz"))
+    clips = [c for c in generate_clips("test", 40, seed=2) if score_digit(c.video, c.truth, classifier)["digit_correct"]]
+    a = clips[0]
+    b = next(c for c in clips if c.truth["digit"] != a.truth["digit"])
+    spliced = np.concatenate([a.video[:9], b.video[9:]])
+    whole = scoring.score_clip("continuation", spliced, a.truth, classifier=classifier)
+    tail = scoring.score_clip("continuation", spliced, a.truth, classifier=classifier, given_frames=9)
+    assert whole["digit_correct"] == 1.0 and tail["digit_correct"] == 0.0
+    own = scoring.score_clip("continuation", a.video, a.truth, classifier=classifier, given_frames=9)
+    assert own["digit_correct"] == 1.0
+    with pytest.raises(ValueError, match="given_frames"):
+        scoring.score_clip("continuation", a.video, a.truth, classifier=classifier, given_frames=17)
+
+
 def test_score_clip_names_what_a_task_is_missing():
     video = np.zeros([17, 32, 32, 3], np.uint8)
     with pytest.raises(ValueError, match="DigitClassifier"):

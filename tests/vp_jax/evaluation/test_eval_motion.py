@@ -81,3 +81,23 @@ def test_a_sprite_that_never_moves_is_static_and_scores_wrong():
     assert motion.estimate_motion(frozen).direction == "static"
     scores = motion.score_motion(frozen, clip.truth)
     assert scores["direction_correct"] == 0.0 and scores["speed_class_correct"] == 0.0
+
+
+def test_tail_truth_renumbers_the_path_and_reverses_direction_at_each_bounce():
+    # A continuation is scored on the frames it generated: frames 9.. of a real clip, with
+    # the truth cut there, read as the direction in effect at frame 9.
+    checked = 0
+    for clip in generate_clips("test", 60, seed=3):
+        if {9, 10} & set(clip.truth["bounce_frames"]):
+            continue  # a tail that starts against the wall: its direction is ambiguous
+        tail = motion.truth_from_frame(clip.truth, 9)
+        flips = sum(b <= 9 for b in clip.truth["bounce_frames"])
+        assert (tail["direction"] == clip.truth["direction"]) == (flips % 2 == 0)
+        assert tail["positions"] == clip.truth["positions"][9:]
+        assert tail["bounce_frames"] == [b - 9 for b in clip.truth["bounce_frames"] if b > 9]
+        scores = motion.score_motion(clip.video[9:], tail)
+        assert scores["direction_correct"] == 1.0, clip.truth
+        assert scores["trajectory_error_px"] < 0.3
+        checked += flips % 2
+    assert checked >= 3  # some tails run against their caption's direction
+    assert motion.truth_from_frame({"direction": "left"}, 0) == {"direction": "left"}
