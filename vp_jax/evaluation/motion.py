@@ -106,7 +106,9 @@ def trajectory_error_px(centroids: np.ndarray, true_positions: np.ndarray) -> fl
     return float(np.linalg.norm(delta - np.median(delta, axis=0), axis=1).mean())
 
 
-OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+# Each direction's reverse, from the demo's own (dx, dy) table.
+OPPOSITE = {name: next(other for other, o in DIRECTIONS.items() if o == (-d[0], -d[1]))
+            for name, d in DIRECTIONS.items()}
 
 
 def truth_from_frame(truth: dict, start: int) -> dict:
