@@ -37,7 +37,7 @@ def main():
     parser.add_argument("--num_clips", type=int, default=200)
     parser.add_argument("--cache_dir", default=os.path.join(tempfile.gettempdir(), "vp_eval_cache"))
     args = parser.parse_args()
-    classifier = DigitClassifier.load_or_train(os.path.join(args.cache_dir, "digit_classifier.npz"))
+    classifier = DigitClassifier.load_or_train(DigitClassifier.cache_file(args.cache_dir))
     clips = list(generate_clips("test", args.num_clips, seed=0))
     visible = [1 not in c.truth["bounce_frames"] for c in clips]
     print(f"{args.num_clips} test clips; {100 * (1 - np.mean(visible)):.1f}% bounce on frame 1 (their "

@@ -181,6 +181,14 @@ class DigitClassifier:
                              f"{info.get('format_version')}; expected {FORMAT_VERSION}")
         return cls(arrays, info)
 
+    @staticmethod
+    def cache_file(cache_dir: str, settings: TrainingSettings = TrainingSettings()) -> str:
+        """The classifier's file in a scorer cache directory: one file per training-clip count,
+        so runs with different `--classifier_clips` (the main job's harness trains on 800 clips,
+        the standalone commands default to 1600) keep their own instead of retraining and
+        overwriting each other's."""
+        return os.path.join(cache_dir, f"digit_classifier_{settings.num_clips}clips.npz")
+
     @classmethod
     def load_or_train(cls, path: str, settings: TrainingSettings = TrainingSettings()) -> "DigitClassifier":
         """Loads `path` if it holds a classifier trained with `settings`; else trains and saves."""

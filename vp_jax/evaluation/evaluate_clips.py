@@ -239,8 +239,8 @@ def main(argv=None) -> None:
         out_dir = f.out_dir or os.path.join(f.clips_dir, "eval")
         records, problems = load_clips(f.clips_dir)
         print(f"[eval] {len(records)} clips from {f.clips_dir} ({len(problems)} unreadable)")
-        classifier = DigitClassifier.load_or_train(os.path.join(f.cache_dir, "digit_classifier.npz"),
-                                                   TrainingSettings(num_clips=f.classifier_clips))
+        training = TrainingSettings(num_clips=f.classifier_clips)
+        classifier = DigitClassifier.load_or_train(DigitClassifier.cache_file(f.cache_dir, training), training)
         network = make_feature_network(f.feature_network, f.cache_dir, f.i3d_weights)
         tasks, score_problems = evaluate_records(records, classifier, network)
         problems += score_problems

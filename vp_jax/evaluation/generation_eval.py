@@ -263,8 +263,8 @@ def evaluate_lm(lm_workdir: str, out_dir: str, settings: HarnessSettings, clips:
                          'the harness scores demo clips only.')
     loaded = load_generator(lm_workdir, step, tokenizers)
     options = sampling_options(settings)
-    classifier = DigitClassifier.load_or_train(os.path.join(cache_dir, 'digit_classifier.npz'),
-                                               TrainingSettings(num_clips=settings.classifier_clips))
+    training = TrainingSettings(num_clips=settings.classifier_clips)
+    classifier = DigitClassifier.load_or_train(DigitClassifier.cache_file(cache_dir, training), training)
     network = evaluate_clips.make_feature_network(settings.feature_network, cache_dir)
     recon = reconstruct(loaded, clips)
     records = _records('reconstruction', 'generated', clips, recon.video, recon.audio, loaded)

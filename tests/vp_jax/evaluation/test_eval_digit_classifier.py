@@ -1,5 +1,7 @@
 """Digit scores: a classifier trained on real digit images reads the sprite of a clip."""
 import dataclasses
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -75,6 +77,21 @@ def test_cache_is_reused_and_retrained_when_settings_change_or_file_is_corrupt(c
         DigitClassifier.load(other)
     DigitClassifier.load_or_train(other, tiny)
     assert "corrupt" in capsys.readouterr().out
+
+
+def test_each_training_clip_count_keeps_its_own_cache_file(classifier_path, tmp_path, capsys):
+    # The main job's harness and the standalone commands train with different clip counts;
+    # sharing one cache directory, neither may replace the other's classifier.
+    job = DigitClassifier.cache_file(str(tmp_path), SMALL)
+    tiny = dataclasses.replace(SMALL, num_clips=120, frames_per_clip=2)
+    standalone = DigitClassifier.cache_file(str(tmp_path), tiny)
+    assert job != standalone and {os.path.dirname(job), os.path.dirname(standalone)} == {str(tmp_path)}
+    shutil.copy(classifier_path, job)
+    DigitClassifier.load_or_train(standalone, tiny)
+    capsys.readouterr()
+    reused = DigitClassifier.load_or_train(job, SMALL)
+    assert "training" not in capsys.readouterr().out
+    assert reused.info["settings"]["num_clips"] == SMALL.num_clips
 
 
 def test_a_frame_without_a_sprite_scores_zero_and_bad_crops_are_rejected(classifier_path, test_clips):

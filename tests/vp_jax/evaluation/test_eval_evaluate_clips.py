@@ -24,14 +24,14 @@ class _MeanColour:
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
     directory = str(tmp_path_factory.mktemp("cache"))
-    DigitClassifier.load_or_train(os.path.join(directory, "digit_classifier.npz"), SMALL)
+    DigitClassifier.load_or_train(DigitClassifier.cache_file(directory, SMALL), SMALL)
     return directory
 
 
 @pytest.fixture(scope="module")
 def clips_dir(tmp_path_factory, cache_dir):
     """4 generated t2v clips (3 right, 1 showing another clip), ceilings, and other tasks."""
-    classifier = DigitClassifier.load(os.path.join(cache_dir, "digit_classifier.npz"))
+    classifier = DigitClassifier.load(DigitClassifier.cache_file(cache_dir, SMALL))
     good = [c for c in generate_clips("test", 40, seed=1)
             if 1 not in c.truth["bounce_frames"] and score_digit(c.video, c.truth, classifier)["digit_correct"]]
     a = good[0]
@@ -62,7 +62,7 @@ def test_directory_scores_right_clips_high_wrong_clips_low_and_skips_bad_ones(cl
     records, problems = evaluate_clips.load_clips(clips_dir)
     assert sorted(p.split(":")[0] for p in problems) == ["broken.json", "corrupt.json"]
     assert "missing field 'task'" in " ".join(problems)
-    classifier = DigitClassifier.load(os.path.join(cache_dir, "digit_classifier.npz"))
+    classifier = DigitClassifier.load(DigitClassifier.cache_file(cache_dir, SMALL))
     tasks, score_problems = evaluate_clips.evaluate_records(records, classifier, _MeanColour())
     assert score_problems == []
     t2v = tasks["t2v"]
@@ -97,7 +97,7 @@ def test_command_line_writes_results_and_report(clips_dir, cache_dir, tmp_path):
 def test_continuation_scores_only_the_frames_it_generated(cache_dir):
     # Head (frames 0-8) from one clip, tail from a clip of another digit: scored over the
     # whole clip the head's frames would outvote the tail; scored on the tail, it is wrong.
-    classifier = DigitClassifier.load(os.path.join(cache_dir, "digit_classifier.npz"))
+    classifier = DigitClassifier.load(DigitClassifier.cache_file(cache_dir, SMALL))
     clips = [c for c in generate_clips("test", 40, seed=2) if score_digit(c.video, c.truth, classifier)["digit_correct"]]
     a = clips[0]
     b = next(c for c in clips if c.truth["digit"] != a.truth["digit"])
