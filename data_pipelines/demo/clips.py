@@ -42,7 +42,7 @@ from data_pipelines.demo import materials, motion, sound
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SPEEDS = {"slowly": 1.0, "quickly": 2.0}  # caption word -> pixels per frame at 32x32
-VERSION = 3  # bumps the main job's demo-stage cache when what a clip looks like changes
+VERSION = 4  # bumps the main job's demo-stage cache when what a clip looks like changes
 BACKGROUND_DIMMING = 0.45
 BACKGROUND_CELLS = 4
 POSITION_GRID_CELLS = 8  # sprite starts lie on a grid of size / 8 pixels

@@ -164,3 +164,16 @@ def test_background_is_the_photos_fixed_wash_outside_the_sprite():
         outside = np.ones((32, 32), bool)
         outside[y:y + clip.truth["sprite_size"], x:x + clip.truth["sprite_size"]] = False
         np.testing.assert_array_equal(clip.video[0][outside], expected[outside])
+
+
+def test_clips_of_one_digit_share_one_tone_outside_their_clicks():
+    # A fixed phase: video-to-audio has one token sequence per digit to produce, not one per clip.
+    clips = [c for c in demo.generate_clips("train", 200, seed=2) if c.truth["digit"] == 3][:4]
+    assert len(clips) >= 2
+    quiet = np.ones(clips[0].audio.size, bool)
+    for clip in clips:
+        for frame in clip.truth["bounce_frames"]:
+            start = int(round(frame / 8 * 16000))
+            quiet[start:start + 160] = False
+    for clip in clips[1:]:
+        np.testing.assert_allclose(clip.audio[quiet], clips[0].audio[quiet], atol=1e-6)
