@@ -53,6 +53,10 @@ class Magvit2Config:
   temporal_kernel_size: int = 3
   num_groups: int = 32
   encoder_norm: str = "group"  # 'group' (per-frame GroupNorm) or 'position' (see module docstring)
+  # Spatial kernel of the encoder's residual blocks at the latent resolution (the last level's
+  # blocks and the two mid blocks). 1 keeps each latent cell's view to the ~±10 px that the
+  # finer levels give it (at 4x down-sampling), so a moving object changes only the ids near it.
+  encoder_latent_kernel_size: int = 3
   in_channels: int = 3
   dtype: str = "float32"  # activation dtype; parameters stay float32
 
@@ -87,6 +91,8 @@ class Magvit2Config:
       raise ValueError("model config: temporal_kernel_size and num_res_blocks must be >= 1")
     if self.temporal_kernel_size == 1 and any(self.temporal_downsample):
       raise ValueError("model config: temporal down-sampling needs temporal_kernel_size > 1")
+    if self.encoder_latent_kernel_size not in (1, 3):
+      raise ValueError(f"model config: encoder_latent_kernel_size must be 1 or 3, got {self.encoder_latent_kernel_size}")
     if self.encoder_norm not in ENCODER_NORMS:
       raise ValueError(f"model config: encoder_norm must be one of {ENCODER_NORMS}, got {self.encoder_norm!r}")
     if self.dtype not in ("float32", "bfloat16"):
@@ -204,6 +210,7 @@ class ResBlock(nn.Module):
   temporal_kernel_size: int
   dtype: Any = jnp.float32
   norm: str = "group"  # without `latent`: Magvit2Config.encoder_norm
+  spatial_kernel_size: int = 3
 
   @nn.compact
   def __call__(self, x, latent=None):
@@ -212,7 +219,7 @@ class ResBlock(nn.Module):
         return make_norm(self.norm, self.num_groups, self.dtype, name)(h)
       return AdaptiveGroupNorm(self.num_groups, self.dtype, name=name)(h, latent)
 
-    kernel = (self.temporal_kernel_size, 3, 3)
+    kernel = (self.temporal_kernel_size, self.spatial_kernel_size, self.spatial_kernel_size)
     h = CausalConv3D(self.features, kernel, dtype=self.dtype, name="conv1")(nn.silu(norm(x, "norm1")))
     h = CausalConv3D(self.features, kernel, dtype=self.dtype, name="conv2")(nn.silu(norm(h, "norm2")))
     if x.shape[-1] != self.features:
@@ -231,9 +238,11 @@ class Encoder(nn.Module):
     kt = c.temporal_kernel_size
     x = CausalConv3D(c.base_channels * c.channel_multipliers[0], (kt, 3, 3), dtype=dtype,
                      name="conv_in")(x.astype(dtype))
+    last = len(c.channel_multipliers) - 1
     for level, mult in enumerate(c.channel_multipliers):
+      ks = c.encoder_latent_kernel_size if level == last else 3
       for block in range(c.num_res_blocks):
-        x = ResBlock(c.base_channels * mult, c.num_groups, kt, dtype, c.encoder_norm,
+        x = ResBlock(c.base_channels * mult, c.num_groups, kt, dtype, c.encoder_norm, ks,
                      name=f"down{level}_res{block}")(x)
       if level < len(c.channel_multipliers) - 1:
         st = 2 if c.temporal_downsample[level] else 1
@@ -242,7 +251,8 @@ class Encoder(nn.Module):
           x = CausalConv3D(x.shape[-1], (kt, 3, 3), (st, ss, ss), dtype=dtype,
                            name=f"down{level}_sample")(x)
     for block in range(2):
-      x = ResBlock(x.shape[-1], c.num_groups, kt, dtype, c.encoder_norm, name=f"mid_res{block}")(x)
+      x = ResBlock(x.shape[-1], c.num_groups, kt, dtype, c.encoder_norm, c.encoder_latent_kernel_size,
+                   name=f"mid_res{block}")(x)
     x = nn.silu(make_norm(c.encoder_norm, c.num_groups, dtype, "norm_out")(x))
     z = CausalConv3D(c.num_bits, (1, 1, 1), dtype=dtype, name="conv_out")(x)
     return z.astype(jnp.float32)

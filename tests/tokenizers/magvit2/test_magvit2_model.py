@@ -90,10 +90,12 @@ def test_bad_model_config_names_the_field():
     Magvit2Config.from_dict(dict(TINY.to_dict(), widths=3))
 
 
-def test_inflated_image_model_reproduces_the_image_model_on_static_videos():
-  image_config = image_config_for(TINY)
+@pytest.mark.parametrize("latent_kernel", [3, 1])
+def test_inflated_image_model_reproduces_the_image_model_on_static_videos(latent_kernel):
+  video_config = Magvit2Config.from_dict(dict(TINY.to_dict(), encoder_latent_kernel_size=latent_kernel))
+  image_config = image_config_for(video_config)
   assert image_config.temporal_kernel_size == 1 and image_config.temporal_factor == 1
-  image_model, video_model = Magvit2(image_config), Magvit2(TINY)
+  image_model, video_model = Magvit2(image_config), Magvit2(video_config)
   frame = _video(4, (2, 1, 16, 16, 3))
   # Perturb every parameter so the zero-initialised modulations are exercised too.
   image_params = jax.jit(image_model.init)(jax.random.PRNGKey(1), frame)
@@ -109,22 +111,43 @@ def test_inflated_image_model_reproduces_the_image_model_on_static_videos():
   np.testing.assert_array_equal(video_aux["ids"][:, 0], image_aux["ids"][:, 0])
 
 
+def _patch_changes_left_latents(config: Magvit2Config, width: int, patch_from: int) -> bool:
+  """Does a bright patch from column `patch_from` to the right edge change the 4 leftmost latent columns?"""
+  model = Magvit2(config)
+  image = _video(5, (1, 1, 16, width, 3)) * 0.1
+  params = model.init(jax.random.PRNGKey(0), image)
+  encode = jax.jit(lambda x: model.apply(params, x, method=Magvit2.encode))
+  left_before = encode(image)[:, :, :, :4]
+  left_after = encode(image.at[:, :, :, patch_from:].set(1.0))[:, :, :, :4]
+  return not np.allclose(left_before, left_after, atol=1e-6)
+
+
 @pytest.mark.parametrize("encoder_norm, far_patch_changes_latents", [("group", True), ("position", False)])
 def test_position_norm_keeps_latents_blind_to_content_outside_the_receptive_field(
     encoder_norm, far_patch_changes_latents):
   config = Magvit2Config(num_bits=6, base_channels=4, channel_multipliers=(1, 2), num_res_blocks=1,
                          spatial_downsample=(True,), temporal_downsample=(False,), temporal_kernel_size=1,
                          num_groups=2, encoder_norm=encoder_norm)
-  model = Magvit2(config)
-  image = _video(5, (1, 1, 16, 96, 3)) * 0.1
-  params = model.init(jax.random.PRNGKey(0), image)
-  encode = jax.jit(lambda x: model.apply(params, x, method=Magvit2.encode))
   # A bright patch at the right edge, ~80 px from the left columns (receptive field < 40 px).
-  with_patch = image.at[:, :, :, 88:].set(1.0)
-  left_before, left_after = encode(image)[:, :, :, :4], encode(with_patch)[:, :, :, :4]
-  assert np.allclose(left_before, left_after, atol=1e-6) != far_patch_changes_latents
+  assert _patch_changes_left_latents(config, 96, 88) == far_patch_changes_latents
 
 
 def test_unknown_encoder_norm_is_rejected_by_name():
   with pytest.raises(ValueError, match="encoder_norm"):
     Magvit2Config.from_dict(dict(TINY.to_dict(), encoder_norm="batch"))
+
+
+@pytest.mark.parametrize("latent_kernel, patch_changes_left_cells", [(3, True), (1, False)])
+def test_latent_kernel_one_keeps_each_latent_cell_to_its_neighbourhood(latent_kernel, patch_changes_left_cells):
+  # 4x down-sampling: with 1x1 blocks at the latent resolution a latent cell sees +-10 px
+  # around its 4 px, so cells 0..3 (pixels 0..15) see up to column 25; with 3x3 blocks +-34 px.
+  config = Magvit2Config(num_bits=6, base_channels=4, channel_multipliers=(1, 2, 2), num_res_blocks=1,
+                         spatial_downsample=(True, True), temporal_downsample=(False, False),
+                         temporal_kernel_size=1, num_groups=2, encoder_norm="position",
+                         encoder_latent_kernel_size=latent_kernel)
+  assert _patch_changes_left_latents(config, 64, 40) == patch_changes_left_cells
+
+
+def test_bad_encoder_latent_kernel_is_rejected_by_name():
+  with pytest.raises(ValueError, match="encoder_latent_kernel_size"):
+    Magvit2Config.from_dict(dict(TINY.to_dict(), encoder_latent_kernel_size=2))
