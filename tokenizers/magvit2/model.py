@@ -244,7 +244,7 @@ class Encoder(nn.Module):
       for block in range(c.num_res_blocks):
         x = ResBlock(c.base_channels * mult, c.num_groups, kt, dtype, c.encoder_norm, ks,
                      name=f"down{level}_res{block}")(x)
-      if level < len(c.channel_multipliers) - 1:
+      if level < last:
         st = 2 if c.temporal_downsample[level] else 1
         ss = 2 if c.spatial_downsample[level] else 1
         if st > 1 or ss > 1:
