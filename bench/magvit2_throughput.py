@@ -1,6 +1,7 @@
 """Encode/decode throughput (clips/s) of the MAGVIT-v2 tokenizer, random weights.
 
     python bench/magvit2_throughput.py --config=experiments/magvit2_demo.py --batch_size=8 --repeats=3
+    python bench/magvit2_throughput.py --config=experiments/magvit2_demo.py:fidelity --batch_size=8 --repeats=3
     python bench/magvit2_throughput.py --config=experiments/magvit2_paper.py --batch_size=1 --repeats=1
 
 Times `VideoTokenizer.encode` and `.decode` (jitted; the first call, which compiles, is
@@ -8,22 +9,15 @@ reported separately) on clips of the config's geometry and prints one line per f
 Speed depends on the weights only through their shapes, so random weights are fine.
 """
 import argparse
-import importlib.util
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vp_jax.config import load_config_file
 from vp_tokenizers.magvit2.api import VideoTokenizer
 from vp_tokenizers.magvit2.model import Magvit2, Magvit2Config, count_params
-
-
-def _load_config(path: str):
-  spec = importlib.util.spec_from_file_location("tokenizer_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def main():
@@ -33,7 +27,7 @@ def main():
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--dtype", default=None, help="override the activation dtype")
   args = parser.parse_args()
-  config = _load_config(args.config)
+  config = load_config_file(args.config)  # 'file.py:variant' picks a variant
   model_dict = dict(config.model)
   if args.dtype:
     model_dict["dtype"] = args.dtype

@@ -32,13 +32,19 @@ Variants (`--config=experiments/magvit2_demo.py:<variant>`):
   quick    a tiny model and a few steps, for tests and smoke runs.
   gan      the demo tokenizer plus discriminator (non-saturating, R1, LeCam).
   photos   trains on scikit-image photos moved by pans and zooms instead of the demo clips.
+  fidelity the paper's latent grid (5, 16, 16) for 17x32x32 clips (2x spatial, 4x temporal
+           down-sampling; widths 16-32-32), trained on every handwriting of the training
+           digits, 900 image + 900 video steps. Held-out clips of unseen handwriting: 30.1 dB
+           PSNR, SSIM 0.953, 96.6% of the 1024 codes used; the whole command took 9m49s on the
+           quiet 2-core dev machine (image phase 31.8 dB after 1m30s). The main job keeps the
+           default: 4x fewer tokens per clip is what lets its CPU-sized LM train in minutes.
 """
 import ml_collections
 
 
 def get_config(arg=None):
   variants = set(filter(None, (arg or "").split(",")))
-  unknown = variants - {"quick", "gan", "photos"}
+  unknown = variants - {"quick", "gan", "photos", "fidelity"}
   if unknown:
     raise ValueError(f"magvit2_demo: unknown variants {sorted(unknown)}")
   c = ml_collections.ConfigDict()
@@ -49,12 +55,12 @@ def get_config(arg=None):
 
   c.model = dict(num_bits=10, base_channels=16, channel_multipliers=(1, 2, 4), num_res_blocks=1,
                  spatial_downsample=(True, True), temporal_downsample=(True, True),
-                 temporal_kernel_size=3, num_groups=8, encoder_norm="position", in_channels=3,
-                 dtype="float32")
+                 temporal_kernel_size=3, num_groups=8, encoder_norm="position", decoder_norm="group",
+                 in_channels=3, dtype="float32")
 
   c.data = ml_collections.ConfigDict(dict(
       source="demo", path="", num_frames=17, height=32, width=32, fps=8.0, seed=0,
-      held_out_fraction=0.1, max_clips=0))
+      held_out_fraction=0.1, max_clips=0, handwritings_per_digit=4))
 
   c.train = ml_collections.ConfigDict(dict(
       num_steps=1200, image_steps=900, batch_size=8, image_batch_size=16, learning_rate=2e-3,
@@ -75,6 +81,12 @@ def get_config(arg=None):
   c.eval = ml_collections.ConfigDict(dict(every_steps=1200, num_clips=64, batch_size=16,
                                           num_summary_clips=4))
 
+  if "fidelity" in variants:
+    # The second level transition only halves time; inflation starts its convs as identities.
+    c.model.update(spatial_downsample=(True, False), channel_multipliers=(1, 2, 2))
+    c.data.handwritings_per_digit = 0
+    c.train.num_steps = 1800
+    c.eval.every_steps = c.train.num_steps
   if "photos" in variants:
     c.data.source = "photo_pans"
   if "quick" in variants:

@@ -6,12 +6,12 @@ whose pitch encodes the digit plus a click at each bounce. Each clip carries its
 ground truth so generations can be scored: right digit, right motion, right sound.
 No download; deterministic from a seed; train/validation/test disjoint in digit images.
 """
-from data_pipelines.demo.clips import (DIGIT_NAMES, SPEEDS, DemoClip, caption_for, demo_clip,
-                                       generate_clips, num_audio_samples)
+from data_pipelines.demo.clips import (DIGIT_NAMES, HANDWRITINGS_PER_DIGIT, SPEEDS, DemoClip,
+                                       caption_for, demo_clip, generate_clips, num_audio_samples)
 from data_pipelines.demo.materials import BACKGROUNDS, SPLITS
 from data_pipelines.demo.motion import DIRECTIONS, bouncing_positions
 from data_pipelines.demo.sound import digit_pitch_hz
 
-__all__ = ["BACKGROUNDS", "DIGIT_NAMES", "DIRECTIONS", "SPEEDS", "SPLITS", "DemoClip",
-           "bouncing_positions", "caption_for", "demo_clip", "digit_pitch_hz", "generate_clips",
-           "num_audio_samples"]
+__all__ = ["BACKGROUNDS", "DIGIT_NAMES", "DIRECTIONS", "HANDWRITINGS_PER_DIGIT", "SPEEDS", "SPLITS",
+           "DemoClip", "bouncing_positions", "caption_for", "demo_clip", "digit_pitch_hz",
+           "generate_clips", "num_audio_samples"]

@@ -10,7 +10,9 @@ Sources (config `data.source`):
   'image_folder' the same pans and zooms over the images of a folder (stills when T = 1).
   'video_folder' 17-frame clips cut from the videos of a folder, resampled to `fps`, centre
                  cropped and resized.
-  'demo'         the embedded demo clips of `data_pipelines.demo` (digits over photos).
+  'demo'         the embedded demo clips of `data_pipelines.demo` (digits over photos);
+                 `data.handwritings_per_digit` (default the demo's 4, 0 = every image of
+                 the digit) picks how many handwritings each digit is drawn in per split.
 
 `data.max_clips > 0` cycles over (and caches in memory) that many clips.
 """
@@ -165,16 +167,21 @@ class VideoFolderSource:
 class DemoSource:
   """The embedded demo clips (square frames; their size is `height`)."""
 
-  def __init__(self, split: str, seed: int, num_frames: int, height: int, width: int, fps: float):
+  def __init__(self, split: str, seed: int, num_frames: int, height: int, width: int, fps: float,
+               handwritings_per_digit: int):
     if height != width:
       raise ValueError(f"data.source='demo' makes square clips; got height={height}, width={width}")
+    if not isinstance(handwritings_per_digit, (int, np.integer)) or handwritings_per_digit < 0:
+      raise ValueError(f"data.handwritings_per_digit must be an int >= 0 (0 = every handwriting), "
+                       f"got {handwritings_per_digit!r}")
     self.split = "train" if split == "train" else "validation"
     self.seed, self.num_frames, self.size, self.fps = seed, num_frames, height, fps
+    self.handwritings_per_digit = handwritings_per_digit
 
   def clip(self, index: int) -> np.ndarray:
     from data_pipelines import demo  # pylint: disable=g-import-not-at-top
-    return demo.demo_clip(self.split, index, self.seed, size=self.size,
-                          num_frames=self.num_frames, fps=self.fps).video
+    return demo.demo_clip(self.split, index, self.seed, size=self.size, num_frames=self.num_frames,
+                          fps=self.fps, handwritings_per_digit=self.handwritings_per_digit).video
 
 
 class CyclingCache:
@@ -211,7 +218,9 @@ def _video_folder(data, split, seed, num_frames):
 
 
 def _demo(data, split, seed, num_frames):
-  return DemoSource(split, seed, num_frames, data.height, data.width, data.fps)
+  from data_pipelines import demo  # pylint: disable=g-import-not-at-top
+  return DemoSource(split, seed, num_frames, data.height, data.width, data.fps,
+                    data.get("handwritings_per_digit", demo.HANDWRITINGS_PER_DIGIT))
 
 
 SOURCES: dict[str, Callable] = {

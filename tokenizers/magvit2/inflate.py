@@ -9,8 +9,11 @@ The image model is the same architecture with `temporal_kernel_size=1` and no te
 down-sampling. Kernels [1, kh, kw, cin, cout] become [kt, kh, kw, cin, cout]. A
 depth-to-space layer that also up-samples time has ft times more output channels, laid out
 (ft, fs, fs, C): the image kernel and bias are tiled over ft, so each new frame starts as a
-copy of the image decoder's output. Parameters with no image counterpart (a conv that only
-down-samples time) keep their fresh initialisation and are returned by name.
+copy of the image decoder's output. A conv with no image counterpart (one that only
+down-samples time, or a depth-to-space layer that only up-samples it) starts as the identity
+on the current frame, tiled over the new frames, so the inflated model still maps the last
+frame of each group as the image model did instead of through random weights. Such
+parameters are returned by name.
 """
 import jax
 import jax.numpy as jnp
@@ -39,11 +42,24 @@ def _inflate_leaf(path: str, image_leaf, video_leaf):
   raise ValueError(f"inflate: cannot map {path} {image_leaf.shape} onto {video_leaf.shape}")
 
 
-def inflate_params(image_params, video_params):
-  """Returns (video-shaped params initialised from `image_params`, names kept from `video_params`).
+def _identity_leaf(path: str, video_leaf):
+  """The no-counterpart leaf as an identity on the current frame: kernel [kt, kh, kw, c, reps*c]
+  passes each channel through at the last temporal slot and the spatial centre; bias 0."""
+  if video_leaf.ndim == 1:
+    return jnp.zeros(video_leaf.shape, video_leaf.dtype)
+  if video_leaf.ndim == 5 and video_leaf.shape[-1] % video_leaf.shape[-2] == 0:
+    _, kh, kw, cin, cout = video_leaf.shape
+    eye = jnp.tile(jnp.eye(cin, dtype=video_leaf.dtype), (1, cout // cin))
+    return jnp.zeros(video_leaf.shape, video_leaf.dtype).at[-1, kh // 2, kw // 2].set(eye)
+  raise ValueError(f"inflate: {path} {video_leaf.shape} has no image counterpart and is not a "
+                   "conv whose output channels are a multiple of its input channels")
 
-  Both are flax param trees (nested dicts); `video_params` supplies shapes and the values of
-  parameters the image model lacks.
+
+def inflate_params(image_params, video_params):
+  """Returns (video-shaped params initialised from `image_params`, names of those without an
+  image counterpart, which start as identities).
+
+  Both are flax param trees (nested dicts); `video_params` supplies the shapes.
   """
   image_flat = {jax.tree_util.keystr(p): leaf
                 for p, leaf in jax.tree_util.tree_leaves_with_path(image_params)}
@@ -53,7 +69,7 @@ def inflate_params(image_params, video_params):
     name = jax.tree_util.keystr(path)
     if name not in image_flat:
       unmatched.append(name)
-      return video_leaf
+      return _identity_leaf(name, video_leaf)
     return _inflate_leaf(name, image_flat[name], video_leaf)
 
   return jax.tree_util.tree_map_with_path(visit, video_params), unmatched

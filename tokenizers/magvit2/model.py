@@ -20,9 +20,14 @@ would let frame t change the outputs of earlier frames and break causality.
 `encoder_norm` picks the encoder's normalisation. 'group' (the paper's) pools statistics over
 the whole frame, so content anywhere in the frame moves every position's activations. 'position'
 takes the statistics of each position's channels alone (a LayerNorm per position), so a
-latent depends only on the content inside the encoder's receptive field. The decoder keeps
-adaptive GroupNorm either way. (On the embedded demo, repeatable ids came mostly from the
-loss weights, see experiments/magvit2_demo.py; the norm alone left them as they were.)
+latent depends only on the content inside the encoder's receptive field. (On the embedded
+demo, repeatable ids came mostly from the loss weights, see experiments/magvit2_demo.py; the
+norm alone left them as they were.) `decoder_norm` makes the same choice for the decoder's
+adaptive norms: with 'group' the frame-wide statistics make how one cell's code decodes
+depend on every other cell's code, which can pay the encoder to flip a background cell's
+bits when the digit moves elsewhere; with 'position' a code decodes the same whatever the
+rest of the frame holds beyond the receptive field (on the demo: more codes used, ids a
+little steadier through time; README, Tokenizers).
 """
 import dataclasses
 from typing import Any
@@ -36,7 +41,7 @@ import numpy as np
 from vp_tokenizers.magvit2 import lfq
 
 
-ENCODER_NORMS = ("group", "position")
+NORMS = ("group", "position")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +58,7 @@ class Magvit2Config:
   temporal_kernel_size: int = 3
   num_groups: int = 32
   encoder_norm: str = "group"  # 'group' (per-frame GroupNorm) or 'position' (see module docstring)
+  decoder_norm: str = "group"  # the same choice for the decoder's adaptive norms
   # Spatial kernel of the encoder's residual blocks at the latent resolution (the last level's
   # blocks and the two mid blocks). 1 keeps each latent cell's view to the ~±10 px that the
   # finer levels give it (at 4x down-sampling), so a moving object changes only the ids near it.
@@ -93,8 +99,9 @@ class Magvit2Config:
       raise ValueError("model config: temporal down-sampling needs temporal_kernel_size > 1")
     if self.encoder_latent_kernel_size not in (1, 3):
       raise ValueError(f"model config: encoder_latent_kernel_size must be 1 or 3, got {self.encoder_latent_kernel_size}")
-    if self.encoder_norm not in ENCODER_NORMS:
-      raise ValueError(f"model config: encoder_norm must be one of {ENCODER_NORMS}, got {self.encoder_norm!r}")
+    for key in ("encoder_norm", "decoder_norm"):
+      if getattr(self, key) not in NORMS:
+        raise ValueError(f"model config: {key} must be one of {NORMS}, got {getattr(self, key)!r}")
     if self.dtype not in ("float32", "bfloat16"):
       raise ValueError(f"model config: dtype must be float32 or bfloat16, got {self.dtype}")
 
@@ -168,7 +175,7 @@ class FrameGroupNorm(nn.Module):
 
 
 def make_norm(kind: str, num_groups: int, dtype: Any, name: str) -> nn.Module:
-  """The encoder's normalisation layer for `Magvit2Config.encoder_norm`: per-frame GroupNorm,
+  """The normalisation layer for `Magvit2Config.encoder_norm` / `decoder_norm`: per-frame GroupNorm,
   or LayerNorm over the channels of each position alone ('position'; a few channels per
   group would leave a position nothing but the signs of their differences)."""
   if kind == "group":
@@ -189,13 +196,15 @@ def _resize_latent_to(latent: jax.Array, x: jax.Array) -> jax.Array:
 
 
 class AdaptiveGroupNorm(nn.Module):
-  """GroupNorm whose scale and shift are predicted per position from the quantized latent."""
+  """GroupNorm (or, with norm='position', LayerNorm per position) whose scale and shift are
+  predicted per position from the quantized latent."""
   num_groups: int
   dtype: Any = jnp.float32
+  norm: str = "group"
 
   @nn.compact
   def __call__(self, x, latent):
-    h = FrameGroupNorm(self.num_groups, self.dtype, name="norm")(x)
+    h = make_norm(self.norm, self.num_groups, self.dtype, "norm")(x)
     cond = _resize_latent_to(latent, x).astype(self.dtype)
     scale_shift = nn.Dense(2 * x.shape[-1], dtype=self.dtype, kernel_init=nn.initializers.zeros,
                            name="modulation")(cond)
@@ -209,7 +218,7 @@ class ResBlock(nn.Module):
   num_groups: int
   temporal_kernel_size: int
   dtype: Any = jnp.float32
-  norm: str = "group"  # without `latent`: Magvit2Config.encoder_norm
+  norm: str = "group"  # Magvit2Config.encoder_norm, or decoder_norm with `latent`
   spatial_kernel_size: int = 3
 
   @nn.compact
@@ -217,7 +226,7 @@ class ResBlock(nn.Module):
     def norm(h, name):
       if latent is None:
         return make_norm(self.norm, self.num_groups, self.dtype, name)(h)
-      return AdaptiveGroupNorm(self.num_groups, self.dtype, name=name)(h, latent)
+      return AdaptiveGroupNorm(self.num_groups, self.dtype, self.norm, name=name)(h, latent)
 
     kernel = (self.temporal_kernel_size, self.spatial_kernel_size, self.spatial_kernel_size)
     h = CausalConv3D(self.features, kernel, dtype=self.dtype, name="conv1")(nn.silu(norm(x, "norm1")))
@@ -291,17 +300,17 @@ class Decoder(nn.Module):
     mults = c.channel_multipliers
     x = CausalConv3D(c.base_channels * mults[-1], (kt, 3, 3), dtype=dtype, name="conv_in")(q)
     for block in range(2):
-      x = ResBlock(x.shape[-1], c.num_groups, kt, dtype, name=f"mid_res{block}")(x, q)
+      x = ResBlock(x.shape[-1], c.num_groups, kt, dtype, c.decoder_norm, name=f"mid_res{block}")(x, q)
     for level in reversed(range(len(mults))):
       for block in range(c.num_res_blocks):
-        x = ResBlock(c.base_channels * mults[level], c.num_groups, kt, dtype,
+        x = ResBlock(c.base_channels * mults[level], c.num_groups, kt, dtype, c.decoder_norm,
                      name=f"up{level}_res{block}")(x, q)
       if level > 0:
         ft = 2 if c.temporal_downsample[level - 1] else 1
         fs = 2 if c.spatial_downsample[level - 1] else 1
         if ft > 1 or fs > 1:
           x = DepthToSpaceUpsample(x.shape[-1], ft, fs, kt, dtype, name=f"up{level}_sample")(x)
-    x = nn.silu(AdaptiveGroupNorm(c.num_groups, dtype, name="norm_out")(x, q))
+    x = nn.silu(AdaptiveGroupNorm(c.num_groups, dtype, c.decoder_norm, name="norm_out")(x, q))
     x = CausalConv3D(c.in_channels, (kt, 3, 3), dtype=dtype, name="conv_out")(x)
     return x.astype(jnp.float32)
 

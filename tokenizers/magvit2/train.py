@@ -195,7 +195,7 @@ def inflate_state(image_state, video_phase: Phase, rng):
   params, unmatched = inflate.inflate_params(image_state["params"], fresh["params"])
   ema_params, _ = inflate.inflate_params(image_state["ema_params"], fresh["ema_params"])
   if unmatched:
-    print(f"[magvit2] inflation: {len(unmatched)} video-only parameters start fresh: {unmatched[:5]}")
+    print(f"[magvit2] inflation: {len(unmatched)} video-only parameters start as identities: {unmatched[:5]}")
   return dict(fresh, step=image_state["step"], params=params, ema_params=ema_params,
               disc_params=image_state["disc_params"], disc_opt_state=image_state["disc_opt_state"],
               lecam_ema=image_state["lecam_ema"])

@@ -76,6 +76,19 @@ def test_demo_source_yields_the_embedded_demo_clips():
   assert source.clip(2) is clip  # cycled from the in-memory cache
 
 
+def test_demo_source_draws_each_digit_in_as_many_handwritings_as_configured():
+  from data_pipelines import demo
+  def handwritings(count):
+    source = data.make_source(_data_config(source="demo", height=32, width=32, num_frames=1,
+                                           handwritings_per_digit=count), "train")
+    clips = [demo.demo_clip("train", i, seed=0, num_frames=1, handwritings_per_digit=count) for i in range(300)]
+    assert all(np.array_equal(source.clip(i), clip.video) for i, clip in enumerate(clips))
+    return {(clip.truth["digit"], clip.truth["digit_image_index"]) for clip in clips}
+  assert len(handwritings(4)) <= 40 and len(handwritings(0)) > 100
+  with pytest.raises(ValueError, match="handwritings_per_digit"):
+    data.make_source(_data_config(source="demo", height=32, width=32, handwritings_per_digit=-1), "train")
+
+
 def test_batches_split_rows_between_processes():
   source = data.make_source(_data_config(), "train")
   full = data.batch_of_clips(source, 10, 4)

@@ -1,9 +1,12 @@
 """Causal 3D encoder/decoder: causality, images as 1-frame videos, geometry, inflation."""
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vp_jax.config import load_config_file
 from vp_tokenizers.magvit2.inflate import image_config_for, inflate_params
 from vp_tokenizers.magvit2.model import Magvit2, Magvit2Config, check_video
 
@@ -90,9 +93,13 @@ def test_bad_model_config_names_the_field():
     Magvit2Config.from_dict(dict(TINY.to_dict(), widths=3))
 
 
-@pytest.mark.parametrize("latent_kernel", [3, 1])
-def test_inflated_image_model_reproduces_the_image_model_on_static_videos(latent_kernel):
-  video_config = Magvit2Config.from_dict(dict(TINY.to_dict(), encoder_latent_kernel_size=latent_kernel))
+@pytest.mark.parametrize("latent_kernel, spatial_downsample", [(3, (True, True)), (1, (True, True)),
+                                                               (3, (True, False))])
+def test_inflated_image_model_reproduces_the_image_model_on_static_videos(latent_kernel, spatial_downsample):
+  # With (True, False) the second level transition only down-samples time: its encoder conv
+  # and decoder depth-to-space layer have no image counterpart and start as identities.
+  video_config = Magvit2Config.from_dict(dict(TINY.to_dict(), encoder_latent_kernel_size=latent_kernel,
+                                              spatial_downsample=spatial_downsample))
   image_config = image_config_for(video_config)
   assert image_config.temporal_kernel_size == 1 and image_config.temporal_factor == 1
   image_model, video_model = Magvit2(image_config), Magvit2(video_config)
@@ -104,7 +111,10 @@ def test_inflated_image_model_reproduces_the_image_model_on_static_videos(latent
   template = jax.eval_shape(video_model.init, jax.random.PRNGKey(3), jnp.zeros((1, 5, 16, 16, 3)))
   template = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), template)
   video_params, fresh = inflate_params(image_params, template)
-  assert fresh == []
+  temporal_only = [] if all(spatial_downsample) else [
+      "['params']['decoder']['up2_sample']['conv']['bias']", "['params']['decoder']['up2_sample']['conv']['kernel']",
+      "['params']['encoder']['down1_sample']['bias']", "['params']['encoder']['down1_sample']['kernel']"]
+  assert sorted(fresh) == temporal_only
   image_out, image_aux = jax.jit(image_model.apply)(image_params, frame)
   video_out, video_aux = jax.jit(video_model.apply)(video_params, jnp.repeat(frame, 5, axis=1))
   np.testing.assert_allclose(video_out, jnp.repeat(image_out, 5, axis=1), atol=1e-4)
@@ -132,9 +142,28 @@ def test_position_norm_keeps_latents_blind_to_content_outside_the_receptive_fiel
   assert _patch_changes_left_latents(config, 96, 88) == far_patch_changes_latents
 
 
-def test_unknown_encoder_norm_is_rejected_by_name():
-  with pytest.raises(ValueError, match="encoder_norm"):
-    Magvit2Config.from_dict(dict(TINY.to_dict(), encoder_norm="batch"))
+@pytest.mark.parametrize("decoder_norm, far_codes_change_left_pixels", [("group", True), ("position", False)])
+def test_position_norm_keeps_decoded_pixels_blind_to_codes_outside_the_receptive_field(
+    decoder_norm, far_codes_change_left_pixels):
+  config = Magvit2Config(num_bits=6, base_channels=4, channel_multipliers=(1, 2), num_res_blocks=1,
+                         spatial_downsample=(True,), temporal_downsample=(False,), temporal_kernel_size=1,
+                         num_groups=2, decoder_norm=decoder_norm)
+  model = Magvit2(config)
+  codes = jnp.sign(_video(6, (1, 1, 8, 48, 6)))
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 1, 16, 96, 3)))
+  # Perturb every parameter so the zero-initialised modulations read the codes.
+  params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(1), p.shape), params)
+  decode = jax.jit(lambda q: model.apply(params, q, method=Magvit2.decode))
+  # Flip the codes of the right half, ~80 px from the left 8 columns (receptive field < 40 px).
+  left_before = decode(codes)[..., :8, :]
+  left_after = decode(codes.at[..., 24:, :].multiply(-1.0))[..., :8, :]
+  assert (not np.allclose(left_before, left_after, atol=1e-6)) == far_codes_change_left_pixels
+
+
+@pytest.mark.parametrize("field", ["encoder_norm", "decoder_norm"])
+def test_unknown_norm_is_rejected_by_name(field):
+  with pytest.raises(ValueError, match=field):
+    Magvit2Config.from_dict(dict(TINY.to_dict(), **{field: "batch"}))
 
 
 @pytest.mark.parametrize("latent_kernel, patch_changes_left_cells", [(3, True), (1, False)])
@@ -151,3 +180,12 @@ def test_latent_kernel_one_keeps_each_latent_cell_to_its_neighbourhood(latent_ke
 def test_bad_encoder_latent_kernel_is_rejected_by_name():
   with pytest.raises(ValueError, match="encoder_latent_kernel_size"):
     Magvit2Config.from_dict(dict(TINY.to_dict(), encoder_latent_kernel_size=2))
+
+
+@pytest.mark.parametrize("variant", ["", "quick", "gan", "photos", "fidelity"])
+def test_demo_config_variants_build_valid_models(variant):
+  config = load_config_file(os.path.join(os.path.dirname(__file__), "..", "..", "..", "experiments",
+                                         "magvit2_demo.py"), variant)
+  model = Magvit2Config.from_dict(config.model)
+  if variant == "fidelity":  # the paper's latent grid at the demo's clip size
+    assert model.latent_shape(17, 32, 32) == (5, 16, 16) and config.data.handwritings_per_digit == 0
