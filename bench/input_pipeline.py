@@ -4,7 +4,7 @@
     python bench/input_pipeline.py --trainer_steps=40    # + the real trainer's step rate
 
 Data: synthetic shards (`data_pipelines.testing`) at the embedded demo's token geometry
-(experiments/magvit2_demo.py + soundstream_demo.py: video latents (5, 8, 8) of 10 bits,
+(experiments/magvit2_demo.py + soundstream_demo.py: video latents (5, 8, 8) of 8 bits,
 audio 4 levels x 256 codes x 53 frames, 16 text slots) and the demo job's config.data,
 batch size and tasks (experiments/t2v_base.py, every task and the image/video schedule).
 Figures:
@@ -38,7 +38,7 @@ from vp_jax.vocabulary import Vocabulary
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_GEOMETRY = Geometry(video_latent_shape=(5, 8, 8), audio_shape=(4, 53), text_length=16)
-DEMO_VOCAB = Vocabulary(visual_bits=10, audio_levels=4, audio_codebook_size=256,
+DEMO_VOCAB = Vocabulary(visual_bits=8, audio_levels=4, audio_codebook_size=256,
                         text_vocab_size=len(testing.WORDS))
 
 

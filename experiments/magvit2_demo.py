@@ -2,7 +2,15 @@
 
     python -m vp_tokenizers.magvit2.train --config=experiments/magvit2_demo.py --workdir=/tmp/magvit2_demo
 
-17 frames of 32x32 -> latents (5, 8, 8): spatial 4x, temporal 4x, K bits per token.
+17 frames of 32x32 -> latents (5, 8, 8): spatial 4x, temporal 4x, 8 bits (256 codes) per token.
+Why 8 bits: the LM of the main job learns fewer, steadier ids better than more faithful ones.
+With 10 bits, 61-73% of cells changed id between latent frames; with 8, 40-43%. Held-out
+video PSNR stayed level (24.0 dB with 99% of codes used, against 23.6 dB / 76%), and in the
+full default job (2-core CPU, one 64-clip run each) the LM's teacher-forced text-to-video loss
+fell from 0.72 to 0.52 nats, the captioned digit rose from 0.58 to 0.77, the captioned
+direction from 0.13 to 0.30 and video-to-audio pitch from 0.41 to 0.53, while the
+continuation's digit fell from 0.53 to 0.27 and image-to-video's from 0.42 to 0.38. The
+figures below were measured at 10 bits.
 Schedule: 900 image steps (batch 16), inflation to causal 3D, 300 video steps on 9-frame
 clips (batch 8; the causal model then runs on 17-frame clips), each phase with its own
 warm-up + cosine learning rate; fresh demo clips every step (data.max_clips=0).
@@ -53,7 +61,7 @@ def get_config(arg=None):
   c.log_every_steps = 25
   c.mesh = {"data": -1, "fsdp": 1, "tensor": 1}
 
-  c.model = dict(num_bits=10, base_channels=16, channel_multipliers=(1, 2, 4), num_res_blocks=1,
+  c.model = dict(num_bits=8, base_channels=16, channel_multipliers=(1, 2, 4), num_res_blocks=1,
                  spatial_downsample=(True, True), temporal_downsample=(True, True),
                  temporal_kernel_size=3, num_groups=8, encoder_norm="position", decoder_norm="group",
                  in_channels=3, dtype="float32")
@@ -83,7 +91,7 @@ def get_config(arg=None):
 
   if "fidelity" in variants:
     # The second level transition only halves time; inflation starts its convs as identities.
-    c.model.update(spatial_downsample=(True, False), channel_multipliers=(1, 2, 2))
+    c.model.update(spatial_downsample=(True, False), channel_multipliers=(1, 2, 2), num_bits=10)
     c.data.handwritings_per_digit = 0
     c.train.num_steps = 1800
     c.eval.every_steps = c.train.num_steps

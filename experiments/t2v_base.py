@@ -162,10 +162,10 @@ def get_config(arg=None):
     config.mesh.max_replicated_fraction = 0.1
 
     # --mode=compile without shards takes the token shapes from here: the demo tokenizers'
-    # (experiments/magvit2_demo.py: 17x32x32 -> latents 5x8x8 of 10 bits;
+    # (experiments/magvit2_demo.py: 17x32x32 -> latents 5x8x8 of 8 bits;
     # experiments/soundstream_demo.py: 4 levels x 256 codes, 53 frames per 2.125 s clip).
     config.compile = ml_collections.ConfigDict()
-    config.compile.vocabulary = dict(visual_bits=10, audio_levels=4, audio_codebook_size=256,
+    config.compile.vocabulary = dict(visual_bits=8, audio_levels=4, audio_codebook_size=256,
                                      text_vocab_size=256)
     config.compile.geometry = dict(video_latent_shape=(5, 8, 8), audio_shape=(4, 53), text_length=16,
                                    text_embedding_dim=0)
