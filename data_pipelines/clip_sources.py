@@ -93,6 +93,7 @@ class DemoUnit:
     num_frames: int = 17
     fps: float = 8.0
     sample_rate: int = 16000
+    handwritings_per_digit: int | None = None  # None = data_pipelines.demo.HANDWRITINGS_PER_DIGIT
 
     @property
     def key(self) -> str:
@@ -101,8 +102,10 @@ class DemoUnit:
     def produce(self) -> tuple[list[Clip], dict]:
         from data_pipelines import demo
 
+        handwritings = demo.HANDWRITINGS_PER_DIGIT if self.handwritings_per_digit is None else (
+            self.handwritings_per_digit)
         c = demo.demo_clip(self.split, self.index, self.seed, self.size, self.num_frames,
-                           self.fps, self.sample_rate)
+                           self.fps, self.sample_rate, handwritings)
         meta = {"source": "demo", "seed": self.seed, "index": self.index, "fps": self.fps,
                 "truth": c.truth}
         report = {"source": c.clip_id, "path": "demo", "kind": "video", "split": self.split,
@@ -113,6 +116,7 @@ class DemoUnit:
 
 
 def demo_units(split_counts: dict[str, int], seed: int, size: int = 32, num_frames: int = 17,
-               fps: float = 8.0, sample_rate: int = 16000) -> list[DemoUnit]:
-    return [DemoUnit(split, i, seed, size, num_frames, fps, sample_rate)
+               fps: float = 8.0, sample_rate: int = 16000,
+               handwritings_per_digit: int | None = None) -> list[DemoUnit]:
+    return [DemoUnit(split, i, seed, size, num_frames, fps, sample_rate, handwritings_per_digit)
             for split, n in split_counts.items() for i in range(n)]

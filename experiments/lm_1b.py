@@ -30,6 +30,7 @@ def get_config(arg=None):
     # Paper scale trains on prepared shards (--config.data.shards_dir), never the embedded demo.
     del config['demo']
     config.data.tasks = dict(t2v_base.T2V_CENTRED_MIXTURE)
+    config.data.image_video_schedule = dict(t2v_base.PAPER_IMAGE_VIDEO_SCHEDULE)
     config.model.update(num_layers=24, d_model=2048, num_heads=16, num_kv_heads=16, head_dim=128,
                         mlp_dim=5632, max_length=4608, dtype='bfloat16', param_dtype='float32',
                         scan_layers=True, remat_policy='save_dot_except_mlp', dropout_rate=0.0)

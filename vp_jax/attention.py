@@ -32,7 +32,9 @@ KV cache, a plain pytree (axis names from `kv_cache_logical_axes`):
     {'key':   [layers, batch, cache_length, kv_heads, head_dim],
      'value': [layers, batch, cache_length, kv_heads, head_dim],
      'segment_ids': [batch, cache_length] int32 (0 = empty slot),
-     'index': [] int32, the next free slot}
+     'index': [] int32, the next free slot,
+     'visual_run': [batch] int32, the last token's place in its visual run (-1 = not visual;
+                   vp_jax/model.py visual_run_index)}
 """
 from __future__ import annotations
 
@@ -67,7 +69,8 @@ def prefix_lm_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array, q_prefix
 def kv_cache_logical_axes() -> dict[str, tuple[str, ...]]:
     """Logical axis names of the KV cache leaves (shard it with Partitioner.logical_shardings)."""
     per_layer = ('layers', 'batch', 'cache_length', 'kv_heads', 'kv')
-    return {'key': per_layer, 'value': per_layer, 'segment_ids': ('batch', 'cache_length'), 'index': ()}
+    return {'key': per_layer, 'value': per_layer, 'segment_ids': ('batch', 'cache_length'), 'index': (),
+            'visual_run': ('batch',)}
 
 
 def dense_attention(query: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array) -> jax.Array:

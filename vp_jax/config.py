@@ -6,7 +6,8 @@ with these sections (experiments/t2v_base.py is the reference):
   workdir    where checkpoints, logs, eval results and the resolved config go ('' = default)
   seed       one integer that fixes init, data order and dropout
   model      vp_jax.model_config.TransformerConfig fields; vocab_size=-1 and
-             text_embedding_dim=-1 mean "take them from the shard spec"
+             text_embedding_dim=-1 mean "take them from the shard spec", visual_grid=(-1, -1)
+             the data's latent grid (visual_range then always comes from the vocabulary)
   data       the SeqIO input (data_pipelines.input_pipeline owns these fields)
   optimizer  vp_jax.optimizer fields
   train      batch_size (global), num_steps, microbatches, log_every_steps,
@@ -93,6 +94,10 @@ def _model_errors(config) -> list[str]:
     for name in _SPEC_FIELDS:
         if model.get(name) == -1:
             model[name] = 1  # Filled from the shard spec later; any valid value checks the rest.
+    if tuple(model.get('visual_grid') or ()) == (-1, -1):
+        model['visual_grid'] = (1, 1)
+    if tuple(model.get('visual_grid') or ()) not in ((), (0, 0)):
+        model['visual_range'] = (0, 1)  # Filled from the vocabulary later.
     try:
         TransformerConfig.from_config(model)
     except ValueError as e:
@@ -220,8 +225,10 @@ def resolve_config(config: ml_collections.ConfigDict, vocab, geometry, text_embe
 
     Args:
       vocab: the data's vp_jax.vocabulary.Vocabulary; model.vocab_size=-1 becomes its
-        padded_size, an explicit vocab_size must be at least vocab.size.
-      geometry: the data's tasks.Geometry (for the per-task sequence lengths).
+        padded_size, an explicit vocab_size must be at least vocab.size; with a visual grid,
+        model.visual_range becomes its visual ids.
+      geometry: the data's tasks.Geometry (the per-task sequence lengths; model.visual_grid
+        (-1, -1) becomes its latent (h, w)).
       text_embedding_dim: width of the data's text embeddings (0 in text-token mode).
       group_lengths: {length group name: padded sequence length} of the input pipeline.
     """
@@ -237,6 +244,10 @@ def resolve_config(config: ml_collections.ConfigDict, vocab, geometry, text_embe
     elif model.text_embedding_dim != text_embedding_dim:
         errors.append(f'config.model.text_embedding_dim={model.text_embedding_dim} but the shards carry '
                       f'text embeddings of width {text_embedding_dim} (use -1 to take it from the spec).')
+    if tuple(model.get('visual_grid', (0, 0))) == (-1, -1):
+        model.visual_grid = tuple(int(v) for v in geometry.video_latent_shape[1:])
+    if tuple(model.get('visual_grid', (0, 0))) != (0, 0):
+        model.visual_range = tuple(int(v) for v in vocab.visual_range)
     for task in (config.data.get('tasks') or {}):
         length = tasks_lib.model_length(tasks_lib.get_task(task), geometry, vocab)
         if length > model.max_length:

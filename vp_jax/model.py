@@ -4,8 +4,10 @@ Pre-norm blocks (RMSNorm or LayerNorm), grouped-query attention with the prefix-
 (vp_jax/attention.py), gated MLP, final norm, float32 logits. Text embeddings (T5) are
 projected by one linear layer and replace the token embedding at the `input_modality ==
 TEXT_EMBEDDING` slots, in order: the j-th slot of a row takes row j of that row's
-`text_embeddings`. Every parameter has logical axis names; with `scan_layers` the layer
-parameters are stacked on a leading 'layers' axis.
+`text_embeddings`. Positions are RoPE (or learned) over the sequence; with
+`visual_grid` each visual token also gets a learned embedding of its row and column in the
+latent frame (`VisualGridEmbedding`). Every parameter has logical axis names; with
+`scan_layers` the layer parameters are stacked on a leading 'layers' axis.
 
 Usage (batch = the feature dict of vp_jax/features.py, all [batch, length]):
 
@@ -70,6 +72,49 @@ class TextEmbeddingSlots(nn.Module):
         order = jnp.clip(jnp.cumsum(slots, axis=1) - 1, 0, text_embeddings.shape[1] - 1)
         gathered = jnp.take_along_axis(projected, order[..., None], axis=1)
         return jnp.where(slots[..., None], gathered, x)
+
+
+def visual_run_index(tokens: jax.Array, visual_range: tuple[int, int], carry: jax.Array | None = None
+                     ) -> jax.Array:
+    """Place of each visual token in its run of consecutive visual tokens (0 = first); -1 elsewhere.
+
+    tokens [batch, steps]; carry [batch] is the index of the token just before tokens[:, 0]
+    (-1 when it was not visual), so a run continues across decode steps. A visual segment of
+    the task layout is one such run, in raster order, e.g. [<bov_o>, v, v, v, <eov_o>] ->
+    [-1, 0, 1, 2, -1].
+    """
+    is_visual = (tokens >= visual_range[0]) & (tokens < visual_range[1])
+    count = jnp.cumsum(is_visual, axis=1)
+    before_run = jax.lax.cummax(jnp.where(is_visual, 0, count), axis=1)
+    if carry is not None:
+        unbroken = jnp.cumsum(~is_visual, axis=1) == 0
+        before_run = jnp.where(unbroken, -(carry[:, None] + 1), before_run)
+    return jnp.where(is_visual, count - before_run - 1, -1).astype(jnp.int32)
+
+
+class VisualGridEmbedding(nn.Module):
+    """Learned row + column embeddings of each visual token's cell in its latent frame.
+
+    With RoPE alone a token's place in the frame is only its 1-D offset from the others, so
+    "the same cell one frame earlier" (h * w back) and "the cell above" (w back) are
+    patterns a model must find; a small LM on a CPU budget learns video much faster when
+    each token says which cell it is (issue 7 in the README). The cell is counted from the
+    start of the token's visual run (`visual_run_index`), so a run must start at a frame
+    boundary and use the configured (h, w) grid. x [batch, length, embed]; run_index
+    [batch, length] (-1 = not visual, left unchanged).
+    """
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, run_index: jax.Array) -> jax.Array:
+        cfg = self.config
+        h, w = cfg.visual_grid
+        init = nn.initializers.normal(stddev=1.0)  # the token embedding's scale
+        rows = named_param(self, 'rows', init, (h, cfg.d_model), (None, 'embed'), cfg.parameter_dtype)
+        cols = named_param(self, 'columns', init, (w, cfg.d_model), (None, 'embed'), cfg.parameter_dtype)
+        cell = jnp.maximum(run_index, 0) % (h * w)
+        grid = jnp.take(rows, cell // w, axis=0) + jnp.take(cols, cell % w, axis=0)
+        return x + jnp.where((run_index >= 0)[..., None], grid.astype(x.dtype), 0)
 
 
 class DecoderBlock(nn.Module):
@@ -137,11 +182,14 @@ class Transformer(nn.Module):
             raise ValueError(f'prefill: cache_length={cache_length} must be >= the prefix length {length}.')
         logits, layer_caches = self._run(batch, None, 'prefill', True)
         pad = [(0, 0), (0, 0), (0, cache_length - length), (0, 0), (0, 0)]
+        last = jnp.sum(batch['segment_ids'] != 0, axis=1) - 1  # rows are right-padded
         cache = {
             'key': jnp.pad(layer_caches[0], pad),
             'value': jnp.pad(layer_caches[1], pad),
             'segment_ids': jnp.pad(batch['segment_ids'].astype(jnp.int32), [(0, 0), (0, cache_length - length)]),
             'index': jnp.asarray(length, jnp.int32),
+            'visual_run': jnp.take_along_axis(self._visual_run_index(batch['input_tokens']),
+                                              jnp.maximum(last, 0)[:, None], axis=1)[:, 0],
         }
         return logits, cache
 
@@ -155,13 +203,20 @@ class Transformer(nn.Module):
         segment_ids = jnp.ones_like(tokens) if segment_ids is None else segment_ids
         index = cache['index']
         cache_segments = jax.lax.dynamic_update_slice(cache['segment_ids'], segment_ids.astype(jnp.int32), (0, index))
+        run_index = self._visual_run_index(tokens, cache['visual_run'])
         batch = {'input_tokens': tokens, 'positions': positions, 'segment_ids': segment_ids,
-                 'prefix_mask': jnp.zeros_like(tokens), 'input_modality': jnp.zeros_like(tokens)}
+                 'prefix_mask': jnp.zeros_like(tokens), 'input_modality': jnp.zeros_like(tokens),
+                 'visual_run_index': run_index}
         decode_state = {'index': index, 'segment_ids': cache_segments}
         logits, (keys, values) = self._run(batch, ((cache['key'], cache['value']), decode_state), 'decode', True)
         new_cache = {'key': keys, 'value': values, 'segment_ids': cache_segments,
-                     'index': index + tokens.shape[1]}
+                     'index': index + tokens.shape[1], 'visual_run': run_index[:, -1]}
         return logits, new_cache
+
+    def _visual_run_index(self, tokens: jax.Array, carry: jax.Array | None = None) -> jax.Array:
+        if self.config.visual_grid == (0, 0):
+            return jnp.full(tokens.shape, -1, jnp.int32)
+        return visual_run_index(tokens, self.config.visual_range, carry)
 
     @nn.compact
     def _run(self, batch, decode_inputs, mode: str, deterministic: bool):
@@ -179,6 +234,11 @@ class Transformer(nn.Module):
             table = named_param(self, 'position_embedding', nn.initializers.normal(stddev=0.02),
                                 (cfg.max_length, cfg.d_model), ('length', 'embed'), cfg.parameter_dtype)
             x = x + jnp.take(table, batch['positions'], axis=0).astype(dtype)
+        if cfg.visual_grid != (0, 0):
+            run_index = batch.get('visual_run_index')  # decode_step carries runs across steps
+            if run_index is None:
+                run_index = self._visual_run_index(batch['input_tokens'])
+            x = VisualGridEmbedding(cfg, name='visual_grid_embedding')(x, run_index)
         x = constrain(x, ('batch', 'length', 'embed'))
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
 

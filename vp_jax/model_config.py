@@ -49,10 +49,21 @@ class TransformerConfig:
     scan_layers: bool = True
     remat_policy: str = 'none'
     attention_impl: str = 'xla'
+    # Learned row and column embeddings added to every visual token, by its place in the
+    # latent frame (vp_jax/model.py VisualGridEmbedding). (h, w) of the latent grid;
+    # (0, 0) = off, (-1, -1) = the data's latent grid (config.resolve_config fills it).
+    visual_grid: tuple[int, int] = (0, 0)
+    # Vocabulary ids [low, high) of visual tokens, which the grid embedding counts; filled
+    # from the data vocabulary when visual_grid is on.
+    visual_range: tuple[int, int] = (0, 0)
 
     def __post_init__(self):
         if self.num_kv_heads == 0:
             object.__setattr__(self, 'num_kv_heads', self.num_heads)
+        for name in ('visual_grid', 'visual_range'):  # JSON round trips give lists; keep it hashable
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                object.__setattr__(self, name, tuple(value))
         self._validate()
 
     @classmethod
@@ -99,6 +110,15 @@ class TransformerConfig:
             raise ValueError(f'config.model.text_embedding_dim={self.text_embedding_dim!r}: expected an integer >= 0.')
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ValueError(f'config.model.dropout_rate={self.dropout_rate}: expected a value in [0, 1).')
+        grid, span = self.visual_grid, self.visual_range
+        if not (isinstance(grid, tuple) and len(grid) == 2 and all(isinstance(v, int) for v in grid)
+                and (grid == (0, 0) or min(grid) > 0)):
+            raise ValueError(f'config.model.visual_grid={grid!r}: expected (h, w) of the latent grid, both '
+                             'positive, or (0, 0) for no grid embedding.')
+        if grid != (0, 0) and not (isinstance(span, tuple) and len(span) == 2
+                                   and 0 <= span[0] < span[1] <= self.vocab_size):
+            raise ValueError(f'config.model.visual_range={span!r}: expected the visual ids [low, high) within '
+                             f'[0, vocab_size={self.vocab_size}] (filled from the data vocabulary).')
         if self.rope_theta <= 0 or self.norm_epsilon <= 0:
             raise ValueError(f'config.model.rope_theta={self.rope_theta} and norm_epsilon={self.norm_epsilon} '
                              'must be positive.')

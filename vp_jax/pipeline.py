@@ -110,6 +110,9 @@ def check_demo_config(config: ml_collections.ConfigDict, num_devices: int | None
                           f'(train data, config.eval.split, config.demo.harness.split).')
     if demo.clips_per_shard < 1:
         errors.append(f'config.demo.clips_per_shard={demo.clips_per_shard!r}: expected >= 1.')
+    if not isinstance(demo.handwritings_per_digit, int) or demo.handwritings_per_digit < 0:
+        errors.append(f'config.demo.handwritings_per_digit={demo.handwritings_per_digit!r}: expected an integer '
+                      '>= 0 (0 = every image of the digit).')
     geometry = {'num_frames': demo.num_frames, 'height': demo.size, 'width': demo.size, 'fps': demo.fps}
     video_data = demo.video_tokenizer.data
     for field, value in geometry.items():
@@ -153,7 +156,8 @@ def build_demo_clips(demo: ml_collections.ConfigDict, directory: str) -> None:
     from data_pipelines import beam_pipeline, clip_sources, clip_store
 
     counts = {split: int(n) for split, n in demo.num_clips.items()}
-    units = clip_sources.demo_units(counts, demo.seed, demo.size, demo.num_frames, demo.fps, demo.sample_rate)
+    units = clip_sources.demo_units(counts, demo.seed, demo.size, demo.num_frames, demo.fps, demo.sample_rate,
+                                    demo.handwritings_per_digit)
     num_shards = {split: max(1, math.ceil(n / demo.clips_per_shard)) for split, n in counts.items()}
     result = beam_pipeline.run_pipeline(units, clip_store.RawClipEncoder(), directory, num_shards, name='demo')
     clip_store.write_store_spec(directory, result.splits, {
@@ -273,7 +277,7 @@ def make_stages(config: ml_collections.ConfigDict, workdir: str) -> dict[str, st
     demo, dirs = config.demo, StageDirs(workdir)
     from data_pipelines.demo.clips import VERSION as demo_version
     geometry = {k: demo[k] for k in ('num_clips', 'seed', 'size', 'num_frames', 'fps', 'sample_rate',
-                                     'clips_per_shard')}
+                                     'clips_per_shard', 'handwritings_per_digit')}
     geometry['clips_version'] = demo_version  # a new look of the clips rebuilds every stage
     made: dict[str, stages.Stage] = {}
 

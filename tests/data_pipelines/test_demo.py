@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from data_pipelines import demo
+from data_pipelines import clip_sources, demo
 from data_pipelines.demo import clips, materials
 
 
@@ -70,6 +70,14 @@ def test_each_digit_is_drawn_from_the_splits_first_few_handwritings():
     assert len(every) > 10 * clips.HANDWRITINGS_PER_DIGIT
     with pytest.raises(ValueError, match="handwritings_per_digit"):
         demo.demo_clip("train", 0, seed=0, handwritings_per_digit=-1)
+    # The main job's demo stage passes config.demo.handwritings_per_digit through its units.
+    drawn = {}
+    for count in (None, 0):
+        units = clip_sources.demo_units({"train": 8}, seed=0, handwritings_per_digit=count)
+        drawn[count] = [u.produce()[0][0].metadata["truth"]["digit_image_index"] for u in units]
+        assert drawn[count] == [demo.demo_clip("train", i, seed=0, handwritings_per_digit=(
+            clips.HANDWRITINGS_PER_DIGIT if count is None else count)).truth["digit_image_index"] for i in range(8)]
+    assert drawn[None] != drawn[0]
 
 
 def test_caption_names_the_digit_direction_speed_and_background():

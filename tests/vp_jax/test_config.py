@@ -102,6 +102,17 @@ def test_resolution_takes_vocab_size_and_text_width_from_the_data():
     assert config.model.vocab_size == -1  # the original is untouched
 
 
+def test_resolution_takes_the_visual_grid_and_visual_ids_from_the_data():
+    config = _runlocal()
+    config.model.visual_grid = (-1, -1)
+    assert not config_errors(config, 1, check_shards=False)
+    resolved = resolve_config(config, DEFAULT_VOCAB, DEFAULT_GEOMETRY, 0, {'video_len30': 30})
+    assert tuple(resolved.model.visual_grid) == DEFAULT_GEOMETRY.video_latent_shape[1:]
+    assert tuple(resolved.model.visual_range) == DEFAULT_VOCAB.visual_range
+    config.model.visual_grid = (4, 0)
+    assert any('visual_grid=(4, 0)' in e for e in config_errors(config, 1, check_shards=False))
+
+
 def test_resolution_rejects_sequences_longer_than_the_positions():
     config = _runlocal()
     config.data.tasks = {'t2v': 1.0}

@@ -10,7 +10,7 @@ import pytest
 
 from vp_jax.attention import (dense_attention, kv_cache_logical_axes, prefix_lm_mask, splash_attention,
                               xla_attention)
-from vp_jax.model import TextEmbeddingSlots, Transformer, validate_batch
+from vp_jax.model import TextEmbeddingSlots, Transformer, VisualGridEmbedding, validate_batch, visual_run_index
 from vp_jax.model_config import TransformerConfig, default_model_config
 from vp_jax.vocabulary import Modality
 
@@ -108,6 +108,50 @@ def test_cached_decoding_matches_full_recompute(scan_layers, tiny_variables):
     assert set(cache) == set(kv_cache_logical_axes())
 
 
+def test_visual_runs_are_counted_from_their_first_token_and_continue_across_decode_steps():
+    tokens = jnp.array([[1, 40, 41, 42, 2, 43, 44, 0]])  # visual ids are [40, 48)
+    np.testing.assert_array_equal(visual_run_index(tokens, (40, 48)), [[-1, 0, 1, 2, -1, 0, 1, -1]])
+    carried = visual_run_index(tokens[:, 3:6], (40, 48), carry=jnp.array([1]))
+    np.testing.assert_array_equal(carried, [[2, -1, 0]])
+
+
+def test_visual_grid_embedding_gives_each_cell_of_the_frame_its_own_vector():
+    config = dataclasses.replace(TINY, visual_grid=(2, 3), visual_range=(40, 48))
+    module = VisualGridEmbedding(config)
+    x = jnp.zeros((1, 14, config.d_model))
+    run_index = jnp.array([[-1] + list(range(12)) + [-1]])  # two 2x3 frames between two markers
+    variables = nn.unbox(module.init(jax.random.key(0), x, run_index))
+    out = np.asarray(module.apply(variables, x, run_index))[0]
+    rows, cols = variables['params']['rows'], variables['params']['columns']
+    np.testing.assert_allclose(out[1 + 4], rows[1] + cols[1], rtol=1e-6)  # cell (1, 1) of frame 0
+    np.testing.assert_allclose(out[1 + 6 + 4], out[1 + 4])  # the same cell one frame later
+    assert len({tuple(np.round(v, 5)) for v in out[1:7]}) == 6  # six cells, six vectors
+    np.testing.assert_array_equal(out[[0, 13]], 0.0)  # markers are left alone
+
+
+def test_cached_decoding_with_the_visual_grid_matches_full_recompute():
+    config = dataclasses.replace(TINY, visual_grid=(2, 2), visual_range=(40, 48))
+    model = Transformer(config)
+    batch = _batch(length=12, prefix_length=4)
+    batch['input_tokens'] = np.array([[1, 7, 40, 41, 2, 3, 42, 43, 44, 45, 46, 4]] * 2, np.int32)
+    batch['input_tokens'][1, 4:6] = [47, 40]  # row 1: a visual run across the prefill boundary
+    variables = nn.unbox(jax.jit(model.init)(jax.random.key(1), batch))
+    full = jax.jit(model.apply)(variables, batch)
+    without_grid = dict(variables['params'], visual_grid_embedding=jax.tree.map(
+        jnp.zeros_like, variables['params']['visual_grid_embedding']))
+    assert not np.allclose(full, model.apply({'params': without_grid}, batch), atol=1e-3)
+    start = 6
+    logits, cache = model.apply(variables, {k: v[:, :start] for k, v in batch.items()}, cache_length=12,
+                                method=Transformer.prefill)
+    np.testing.assert_array_equal(cache['visual_run'], [-1, 3])
+    decoded = []
+    for t in range(start, 12):
+        step_logits, cache = model.apply(variables, batch['input_tokens'][:, t:t + 1], batch['positions'][:, t:t + 1],
+                                         cache, method=Transformer.decode_step)
+        decoded.append(step_logits)
+    np.testing.assert_allclose(np.concatenate(decoded, axis=1), full[:, start:], atol=1e-5)
+
+
 def test_text_embeddings_land_on_their_slots_in_order():
     config = dataclasses.replace(TINY, text_embedding_dim=3)
     module = TextEmbeddingSlots(config)
@@ -148,6 +192,10 @@ def test_bad_config_values_name_the_field():
         dataclasses.replace(TINY, num_heads=6, num_kv_heads=4)
     with pytest.raises(ValueError, match="attention_impl='flash'"):
         dataclasses.replace(TINY, attention_impl='flash')
+    with pytest.raises(ValueError, match=r'visual_grid=\(8, 0\)'):
+        dataclasses.replace(TINY, visual_grid=(8, 0))
+    with pytest.raises(ValueError, match=r'visual_range=\(0, 0\)'):
+        dataclasses.replace(TINY, visual_grid=(8, 8))
     with pytest.raises(ValueError, match=r"unknown fields \['num_layer'\]"):
         TransformerConfig.from_config(dict(default_model_config().to_dict(), num_layer=3))
     assert TransformerConfig.from_config(default_model_config()).num_kv_heads == 4

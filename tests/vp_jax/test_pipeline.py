@@ -95,10 +95,12 @@ def test_demo_config_errors_name_the_field_and_both_values():
     config = _tiny_config()
     config.demo.video_tokenizer.data.num_frames = 9
     config.demo.num_clips = dict(train=4, validation=0)
+    config.demo.handwritings_per_digit = -2
     with pytest.raises(ConfigError) as error:
         pipeline.check_demo_config(config)
     message = str(error.value)
     assert 'config.demo.video_tokenizer.data.num_frames=9' in message and 'num_frames=17' in message
+    assert 'config.demo.handwritings_per_digit=-2' in message
     assert 'config.demo.num_clips.validation=0' in message
     assert "no 'test' split" in message
 
