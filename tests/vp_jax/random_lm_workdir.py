@@ -34,7 +34,8 @@ def write_random_lm_workdir(root, tokenizers, fields, step, extra) -> str:
               splits={}, fields=list(fields), extra=dict(extra)).write(str(shards))
     config = config_lib.load_config_file(os.path.join(REPO, 'experiments', 't2v_base.py'), 'runlocal')
     config.model.update(vocab_size=vocab.padded_size, text_embedding_dim=0, num_layers=1, d_model=32,
-                        num_heads=2, head_dim=16, mlp_dim=64, max_length=512)
+                        num_heads=2, head_dim=16, mlp_dim=64, max_length=512,
+                        visual_grid=tuple(latent[1:]), visual_range=vocab.visual_range)
     config.data.shards_dir = str(shards)
     config.mesh.max_replicated_fraction = 1.0
     config_lib.write_resolved_config(config, str(root))
