@@ -180,7 +180,8 @@ class Transformer(nn.Module):
         length = batch['input_tokens'].shape[1]
         if not length <= cache_length:
             raise ValueError(f'prefill: cache_length={cache_length} must be >= the prefix length {length}.')
-        logits, layer_caches = self._run(batch, None, 'prefill', True)
+        run_index = self._visual_run_index(batch['input_tokens'])
+        logits, layer_caches = self._run(dict(batch, visual_run_index=run_index), None, 'prefill', True)
         pad = [(0, 0), (0, 0), (0, cache_length - length), (0, 0), (0, 0)]
         last = jnp.sum(batch['segment_ids'] != 0, axis=1) - 1  # rows are right-padded
         cache = {
@@ -188,8 +189,7 @@ class Transformer(nn.Module):
             'value': jnp.pad(layer_caches[1], pad),
             'segment_ids': jnp.pad(batch['segment_ids'].astype(jnp.int32), [(0, 0), (0, cache_length - length)]),
             'index': jnp.asarray(length, jnp.int32),
-            'visual_run': jnp.take_along_axis(self._visual_run_index(batch['input_tokens']),
-                                              jnp.maximum(last, 0)[:, None], axis=1)[:, 0],
+            'visual_run': jnp.take_along_axis(run_index, jnp.maximum(last, 0)[:, None], axis=1)[:, 0],
         }
         return logits, cache
 
@@ -235,7 +235,7 @@ class Transformer(nn.Module):
                                 (cfg.max_length, cfg.d_model), ('length', 'embed'), cfg.parameter_dtype)
             x = x + jnp.take(table, batch['positions'], axis=0).astype(dtype)
         if cfg.visual_grid != (0, 0):
-            run_index = batch.get('visual_run_index')  # decode_step carries runs across steps
+            run_index = batch.get('visual_run_index')  # given by prefill / decode_step (runs across steps)
             if run_index is None:
                 run_index = self._visual_run_index(batch['input_tokens'])
             x = VisualGridEmbedding(cfg, name='visual_grid_embedding')(x, run_index)
