@@ -132,12 +132,17 @@ def _patch_changes_left_latents(config: Magvit2Config, width: int, patch_from: i
   return not np.allclose(left_before, left_after, atol=1e-6)
 
 
+def _one_level_config(**norm) -> Magvit2Config:
+  """One 2x spatial level, no time mixing: a receptive field small enough to test norm locality."""
+  return Magvit2Config(num_bits=6, base_channels=4, channel_multipliers=(1, 2), num_res_blocks=1,
+                       spatial_downsample=(True,), temporal_downsample=(False,), temporal_kernel_size=1,
+                       num_groups=2, **norm)
+
+
 @pytest.mark.parametrize("encoder_norm, far_patch_changes_latents", [("group", True), ("position", False)])
 def test_position_norm_keeps_latents_blind_to_content_outside_the_receptive_field(
     encoder_norm, far_patch_changes_latents):
-  config = Magvit2Config(num_bits=6, base_channels=4, channel_multipliers=(1, 2), num_res_blocks=1,
-                         spatial_downsample=(True,), temporal_downsample=(False,), temporal_kernel_size=1,
-                         num_groups=2, encoder_norm=encoder_norm)
+  config = _one_level_config(encoder_norm=encoder_norm)
   # A bright patch at the right edge, ~80 px from the left columns (receptive field < 40 px).
   assert _patch_changes_left_latents(config, 96, 88) == far_patch_changes_latents
 
@@ -145,9 +150,7 @@ def test_position_norm_keeps_latents_blind_to_content_outside_the_receptive_fiel
 @pytest.mark.parametrize("decoder_norm, far_codes_change_left_pixels", [("group", True), ("position", False)])
 def test_position_norm_keeps_decoded_pixels_blind_to_codes_outside_the_receptive_field(
     decoder_norm, far_codes_change_left_pixels):
-  config = Magvit2Config(num_bits=6, base_channels=4, channel_multipliers=(1, 2), num_res_blocks=1,
-                         spatial_downsample=(True,), temporal_downsample=(False,), temporal_kernel_size=1,
-                         num_groups=2, decoder_norm=decoder_norm)
+  config = _one_level_config(decoder_norm=decoder_norm)
   model = Magvit2(config)
   codes = jnp.sign(_video(6, (1, 1, 8, 48, 6)))
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 1, 16, 96, 3)))
