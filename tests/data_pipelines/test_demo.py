@@ -122,6 +122,23 @@ def test_motion_starts_in_the_captioned_direction_and_reverses_at_each_bounce():
                 np.testing.assert_allclose(p[frame] - p[frame - 1], velocity)
 
 
+def test_sprite_starts_against_the_wall_behind_its_heading():
+    # So frame 0 already shows the captioned direction (the LM learns it as it learns the
+    # digit's shape), and the sprite crosses the frame before its first bounce.
+    seen = set()
+    for clip in demo.generate_clips("train", 40, seed=6):
+        t = clip.truth
+        limit = 32 - t["sprite_size"]
+        dx, dy = demo.DIRECTIONS[t["direction"]]
+        x, y = t["positions"][0]
+        moving, other = (x, y) if dx else (y, x)
+        assert moving == (limit if dx + dy < 0 else 0), t
+        assert 0 < other < limit, t
+        assert not t["bounce_frames"] or min(t["bounce_frames"]) >= 8, t
+        seen.add(t["direction"])
+    assert seen == set(demo.DIRECTIONS)
+
+
 def test_bouncing_positions_reflect_at_the_wall():
     positions, bounces = demo.bouncing_positions((17, 4), "right", 2, 6, limit=20)
     assert positions[:, 0].tolist() == [17, 19, 19, 17, 15, 13]

@@ -9,14 +9,20 @@ triangle wave of the unfolded coordinate p0 + v t:
 The tracked centroids (`sprite.locate_sprite`) are fitted by that model on the axis that
 moves most: a grid over the signed velocity v and the start p0, with the centroid's
 constant offset from the sprite's corner taken as the median residual. The best fit gives
-the initial direction (of the fitted path's first visible step), the speed |v| and a residual that
+the initial direction (the sign of v), the speed |v| and a residual that
 says how much the clip's motion looks like a bounce at all. Fitting the whole path instead
 of reading the first frames keeps the direction right when the sprite bounces early and
 when single frames are mis-tracked.
 
-One ambiguity is real and no reader can resolve it: a sprite that starts against the wall
-it moves towards bounces on frame 1 and from then on is indistinguishable from one moving
-the other way (the real-clip ceiling shows how often the demo draws such clips).
+A sprite that leaves the wall it starts against fits two paths about equally well: moving
+away, or moving into the wall and bouncing at once; so does one first seen a few frames
+in. The fit therefore leaves out paths that bounce within their first `steady_steps`
+visible steps, and the direction read is the one the sprite is first seen moving in. A
+whole demo clip starts against the wall behind its sprite and crosses the frame before its
+first bounce (frame 10 at the fast speed), so its score allows none in the first
+`WHOLE_CLIP_STEADY_STEPS` (a generated clip's slow or uneven first steps then still read
+as the way it goes); a continuation's tail may reach a wall on its first step, so its
+score allows a bounce from the second.
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ from vp_jax.evaluation import sprite
 SPEED_GRID = np.round(np.arange(0.2, 3.0001, 0.05), 4)  # px/frame at 32x32, scaled by size
 START_STEP = 0.25  # px
 MIN_TRAVEL_PX = 1.0  # a sprite whose tracked path spans less than this is "static"
+WHOLE_CLIP_STEADY_STEPS = 4  # half a second at 8 fps: one latent frame of the causal tokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +54,9 @@ def fold(unfolded: np.ndarray, limit: float) -> np.ndarray:
     return limit - np.abs(np.mod(unfolded, period) - limit)
 
 
-def _fit_axis(track: np.ndarray, limit: float, scale: float) -> tuple[float, float, float]:
-    """(velocity, start, mean abs error) of the best triangle-wave fit to track [T] (NaN-aware)."""
+def _fit_axis(track: np.ndarray, limit: float, scale: float, steady_steps: int) -> tuple[float, float]:
+    """(velocity, mean abs error) of the best triangle-wave fit to track [T] (NaN-aware) among
+    the paths that do not bounce within their first `steady_steps` visible steps."""
     valid = ~np.isnan(track)
     t = np.arange(len(track))[valid]
     y = track[valid]
@@ -58,18 +66,15 @@ def _fit_axis(track: np.ndarray, limit: float, scale: float) -> tuple[float, flo
     residual = y - model  # [V, P, T]
     offset = np.median(residual, axis=-1, keepdims=True)
     error = np.abs(residual - offset).mean(-1)
+    ahead = starts[None, :] + velocities[:, None] * (t[0] + steady_steps)  # unfolded: linear
+    error = np.where((ahead < 0) | (ahead > limit), np.inf, error)
     v, p = np.unravel_index(np.argmin(error), error.shape)
-    return float(velocities[v]), float(starts[p]), float(error[v, p])
+    return float(velocities[v]), float(error[v, p])
 
 
-def _visible_sign(velocity: float, start: float, limit: float) -> int:
-    """Sign of the fitted path's first visible step: a start on a wall moving into it has
-    already reflected, and the free offset lets a path with no bounce fit that way too."""
-    return int(np.sign(fold(np.array(start + 1e-3 * velocity), limit) - fold(np.array(start), limit)))
-
-
-def estimate_motion(video: np.ndarray, sprite_size: int | None = None) -> MotionEstimate:
-    """Tracks the sprite in uint8 [T, H, W, 3] and fits the demo's bouncing motion."""
+def estimate_motion(video: np.ndarray, sprite_size: int | None = None, steady_steps: int = 1) -> MotionEstimate:
+    """Tracks the sprite in uint8 [T, H, W, 3] and fits the demo's bouncing motion (with no
+    bounce in the first `steady_steps` visible steps, see the module docstring)."""
     video = sprite.check_video(video)
     t, h, w, _ = video.shape
     if h != w:
@@ -86,8 +91,8 @@ def estimate_motion(video: np.ndarray, sprite_size: int | None = None) -> Motion
         return MotionEstimate("static", 0.0, float(np.nanmean(np.abs(centroids[:, axis] - np.nanmedian(centroids[:, axis])))),
                               centroids, float(found.mean()))
     limit = float(w - sprite_size)
-    velocity, start, error = _fit_axis(centroids[:, axis], limit, w / 32.0)
-    sign = _visible_sign(velocity, start, limit)
+    velocity, error = _fit_axis(centroids[:, axis], limit, w / 32.0, steady_steps)
+    sign = int(np.sign(velocity))  # the direction of the first visible steps
     step = (sign, 0) if axis == 0 else (0, sign)
     direction = next(name for name, d in DIRECTIONS.items() if d == step)
     return MotionEstimate(direction, abs(velocity), error, centroids, float(found.mean()))
@@ -114,7 +119,7 @@ OPPOSITE = {name: next(other for other, o in DIRECTIONS.items() if o == (-d[0], 
 def truth_from_frame(truth: dict, start: int) -> dict:
     """The demo truth of frames `start`.. of a clip, as if they were a clip of their own.
 
-    Positions and bounce frames are cut and renumbered; the initial direction is the one in
+    Positions and bounce frames are cut and renumbered, `first_frame` is `start`; the initial direction is the one in
     effect at frame `start` (each bounce at a frame <= `start` has reversed it: the demo's
     motion runs along one axis). Scores of a continuation's generated tail use this.
     """
@@ -126,7 +131,8 @@ def truth_from_frame(truth: dict, start: int) -> dict:
     direction = truth["direction"]
     if sum(b <= start for b in bounces) % 2:
         direction = OPPOSITE[direction]
-    out = dict(truth, direction=direction, bounce_frames=[b - start for b in bounces if b > start])
+    out = dict(truth, direction=direction, bounce_frames=[b - start for b in bounces if b > start],
+               first_frame=start)
     if truth.get("positions") is not None:
         out["positions"] = list(truth["positions"])[start:]
     return out
@@ -146,7 +152,8 @@ def score_motion(video: np.ndarray, truth: dict) -> dict[str, float]:
             raise ValueError(f"truth is missing {key!r}; got keys {sorted(truth)}")
     video = sprite.check_video(video)
     size = video.shape[2]
-    estimate = estimate_motion(video, truth.get("sprite_size"))
+    steady_steps = 1 if truth.get("first_frame") else WHOLE_CLIP_STEADY_STEPS
+    estimate = estimate_motion(video, truth.get("sprite_size"), steady_steps)
     true_speed = float(truth["speed_px_per_frame"])
     if estimate.direction == "none":
         return {"direction_correct": 0.0, "speed_class_correct": 0.0, "speed_abs_error": float("nan"),

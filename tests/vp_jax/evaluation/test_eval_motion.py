@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from data_pipelines.demo import bouncing_positions, generate_clips
+from data_pipelines.demo import bouncing_positions, clips as demo_clips, generate_clips, materials
 from vp_jax.evaluation import degrade, motion
 
 
@@ -25,6 +25,24 @@ def test_real_clips_score_right_direction_speed_and_path():
         assert scores["direction_correct"] == 1.0, clip.truth
         assert scores["speed_class_correct"] == 1.0 and scores["speed_abs_error"] < 0.1
         assert scores["trajectory_error_px"] < 0.2 and scores["sprite_found_fraction"] == 1.0
+
+
+def test_a_jittery_sprite_leaving_its_wall_reads_as_moving_away_from_it():
+    # Every demo sprite starts against the wall behind it. A path that moved into that wall
+    # and bounced at once fits a sprite leaving it about as well, and a generated clip's
+    # uneven first steps used to tip the reading that way.
+    images, _, image_index = materials.digit_split("test")
+    rng = np.random.default_rng(0)
+    for clip in _clips(24):
+        t = clip.truth
+        positions = np.array(t["positions"], np.float64)
+        jitter = rng.integers(-1, 2, positions.shape).astype(np.float64)
+        jitter[0] = 0
+        moved = np.clip(positions + jitter, 0, 32 - t["sprite_size"])
+        digit_image = images[list(image_index).index(t["digit_image_index"])]
+        video = demo_clips._render(demo_clips.background(t["background"], 32), digit_image, moved,
+                                   t["sprite_size"])
+        assert motion.score_motion(video, t)["direction_correct"] == 1.0, t
 
 
 def test_a_clip_moving_another_way_or_speed_scores_wrong():
@@ -84,18 +102,19 @@ def test_a_sprite_that_never_moves_is_static_and_scores_wrong():
 
 
 def test_tail_truth_renumbers_the_path_and_reverses_direction_at_each_bounce():
-    # A continuation is scored on the frames it generated: frames 9.. of a real clip, with
-    # the truth cut there, read as the direction in effect at frame 9.
-    checked = 0
+    # A continuation is scored on the frames it generated: the frames after its prefix, with
+    # the truth cut there, read as the direction in effect at the cut. Fast sprites bounce
+    # on frame 11, so a cut at 12 gives tails that run against their caption's direction.
+    checked, cut = 0, 12
     for clip in generate_clips("test", 60, seed=3):
-        if {9, 10} & set(clip.truth["bounce_frames"]):
+        if {cut, cut + 1} & set(clip.truth["bounce_frames"]):
             continue  # a tail that starts against the wall: its direction is ambiguous
-        tail = motion.truth_from_frame(clip.truth, 9)
-        flips = sum(b <= 9 for b in clip.truth["bounce_frames"])
+        tail = motion.truth_from_frame(clip.truth, cut)
+        flips = sum(b <= cut for b in clip.truth["bounce_frames"])
         assert (tail["direction"] == clip.truth["direction"]) == (flips % 2 == 0)
-        assert tail["positions"] == clip.truth["positions"][9:]
-        assert tail["bounce_frames"] == [b - 9 for b in clip.truth["bounce_frames"] if b > 9]
-        scores = motion.score_motion(clip.video[9:], tail)
+        assert tail["positions"] == clip.truth["positions"][cut:]
+        assert tail["bounce_frames"] == [b - cut for b in clip.truth["bounce_frames"] if b > cut]
+        scores = motion.score_motion(clip.video[cut:], tail)
         assert scores["direction_correct"] == 1.0, clip.truth
         assert scores["trajectory_error_px"] < 0.3
         checked += flips % 2
