@@ -119,9 +119,10 @@ OPPOSITE = {name: next(other for other, o in DIRECTIONS.items() if o == (-d[0], 
 def truth_from_frame(truth: dict, start: int) -> dict:
     """The demo truth of frames `start`.. of a clip, as if they were a clip of their own.
 
-    Positions and bounce frames are cut and renumbered, `first_frame` is `start`; the initial direction is the one in
-    effect at frame `start` (each bounce at a frame <= `start` has reversed it: the demo's
-    motion runs along one axis). Scores of a continuation's generated tail use this.
+    Positions and bounce frames are cut and renumbered and `first_frame` is `start`; the
+    initial direction is the one in effect at frame `start` (each bounce at a frame <= `start`
+    has reversed it: the demo's motion runs along one axis). Scores of a continuation's
+    generated tail use this.
     """
     if start == 0:
         return truth
