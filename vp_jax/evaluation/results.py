@@ -18,8 +18,8 @@
     }
 
 task -> metric -> entry. `value` is the mean over the generated clips of that task,
-`ceiling` the same score of real validation clips that went through the tokenizers
-(encoded then decoded): what a perfect LM could reach with these tokenizers. Either is
+`ceiling` the same score of the real held-out clips the LM was prompted from, after the
+tokenizers (encoded then decoded): what a perfect LM could reach with these tokenizers. Either is
 null when no clip had a finite score; `count`/`ceiling_count` say how many clips went
 in. `target` is the goal the issue sets (null where none is set); `higher_is_better`
 says how to read the metric. Metric meanings are in `METRICS`.
@@ -239,9 +239,10 @@ def markdown_report(tasks: Mapping[str, Mapping[str, MetricEntry]], title: str =
         lines.append(f"- {key}: {value}")
     if info:
         lines.append("")
-    lines += ["Value: mean over generated clips. Ceiling: the same score on real validation clips "
-              "encoded and decoded by the tokenizers. n: generated/real clips scored; for the "
-              "teacher-forced loss and accuracy, the scored target tokens and their examples.", "",
+    lines += ["Value: mean over generated clips. Ceiling: the same score on the real held-out "
+              "clips they were prompted from, encoded and decoded by the tokenizers. n: "
+              "generated/real clips scored; for the teacher-forced loss and accuracy, the scored "
+              "target tokens and their examples.", "",
               "| task | metric | value | ceiling | target | n |",
               "|---|---|---|---|---|---|"]
     for task, metrics in tasks.items():
