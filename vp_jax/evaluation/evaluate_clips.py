@@ -143,6 +143,7 @@ def evaluate_records(records: list[ClipRecord], classifier: DigitClassifier,
                      ) -> tuple[dict[str, dict[str, results.MetricEntry]], list[str]]:
     """Scores every clip; returns (results tasks, problems). Ceiling = the 'real' clips."""
     per_kind = {kind: {} for kind in KINDS}
+    digits = {kind: {} for kind in KINDS}  # parallel to per_kind: each clip's true digit
     problems = []
     for record in records:
         try:
@@ -155,7 +156,8 @@ def evaluate_records(records: list[ClipRecord], classifier: DigitClassifier,
             problems.append(f"{record.name}: {e}")
             continue
         per_kind[record.kind].setdefault(record.task, []).append(scores)
-    tasks = results.aggregate(per_kind["generated"], per_kind["real"])
+        digits[record.kind].setdefault(record.task, []).append(record.truth.get("digit"))
+    tasks = results.aggregate(per_kind["generated"], per_kind["real"], digits)
     if feature_network is not None:
         _add_frechet(tasks, records, feature_network, problems)
     return tasks, problems

@@ -24,6 +24,15 @@ null when no clip had a finite score; `count`/`ceiling_count` say how many clips
 in. `target` is the goal the issue sets (null where none is set); `higher_is_better`
 says how to read the metric. Metric meanings are in `METRICS`.
 
+A metric scored against the clip's true digit (`DIGIT_METRICS`: the digit read from the
+video, the pitch class of the audio) also carries `by_digit`, the same counts per true digit
+("0".."9" -> value, ceiling, count, ceiling_count), to show which digits lose the score::
+
+    "video_to_audio": {"pitch_class_correct": {"value": 0.69, ..., "by_digit": {
+        "1": {"value": 0.0, "ceiling": 1.0, "count": 8, "ceiling_count": 8}, ...}}}
+
+Every other entry has `by_digit` null.
+
 The teacher-forced metrics 'loss', 'accuracy' and 'conditioning_gain' (vp_jax/trainer.py's
 eval on config.eval.split; the gain is the loss given another example's conditioning minus
 the true loss) are means over output tokens, not clips: their `count` is the number of
@@ -82,6 +91,10 @@ METRICS: dict[str, tuple[bool, str]] = {
                                 "its own, nats per output token; ~0 means the conditioning is ignored"),
 }
 
+# Scores of a clip against its true digit: their entries also break down by that digit.
+DIGIT_METRICS = ("digit_correct", "pitch_class_correct")
+_BY_DIGIT_FIELDS = ("value", "ceiling", "count", "ceiling_count")
+
 # The issue's targets for the default run: (task, metric) -> value the generated score should reach.
 TARGETS: dict[tuple[str, str], float] = {
     ("t2v", "digit_correct"): 0.8,
@@ -101,6 +114,8 @@ class MetricEntry:
     # Per-token metrics (teacher-forced loss/accuracy): `count` counts scored target tokens
     # and this the examples they came from. None for per-clip metrics.
     examples: int | None = None
+    # DIGIT_METRICS only: true digit ("0".."9") -> {value, ceiling, count, ceiling_count}.
+    by_digit: dict[str, dict] | None = None
 
     def meets_target(self) -> bool | None:
         if self.target is None or self.value is None:
@@ -114,12 +129,15 @@ def _mean(values: Iterable[float]) -> tuple[float | None, int]:
 
 
 def aggregate(generated: Mapping[str, list[Mapping[str, float]]],
-              ceiling: Mapping[str, list[Mapping[str, float]]] | None = None
+              ceiling: Mapping[str, list[Mapping[str, float]]] | None = None,
+              digits: Mapping[str, Mapping[str, list[int]]] | None = None
               ) -> dict[str, dict[str, MetricEntry]]:
     """task -> list of per-clip score dicts (generated, and real ceiling clips) -> results tasks.
 
     Each metric is the mean of its finite per-clip values; a metric only real clips have
-    (or only generated ones) gets a null on the other side.
+    (or only generated ones) gets a null on the other side. `digits` ({'generated': {task:
+    [true digit per clip]}, 'real': ...}, parallel to the score lists) adds `by_digit` to
+    the DIGIT_METRICS entries.
     """
     ceiling = ceiling or {}
     tasks: dict[str, dict[str, MetricEntry]] = {}
@@ -132,8 +150,24 @@ def aggregate(generated: Mapping[str, list[Mapping[str, float]]],
             ceiling_value, ceiling_count = _mean(clip.get(metric) for clip in real_clips)
             entries[metric] = MetricEntry(value, ceiling_value, count, ceiling_count,
                                           TARGETS.get((task, metric)), METRICS.get(metric, (True,))[0])
+        if digits:
+            _add_by_digit(entries, gen_clips, real_clips, digits['generated'].get(task, []),
+                          digits['real'].get(task, []))
         tasks[task] = entries
     return tasks
+
+
+def _add_by_digit(entries: dict[str, MetricEntry], gen_clips, real_clips, gen_digits, real_digits) -> None:
+    """Fills `by_digit` of the DIGIT_METRICS in `entries`, aggregating each true digit alone."""
+    for metric in DIGIT_METRICS:
+        if metric not in entries:
+            continue
+        breakdown = {}
+        for digit in sorted({d for d in list(gen_digits) + list(real_digits) if d is not None}):
+            value, count = _mean(c.get(metric) for c, d in zip(gen_clips, gen_digits) if d == digit)
+            ceiling_value, ceiling_count = _mean(c.get(metric) for c, d in zip(real_clips, real_digits) if d == digit)
+            breakdown[str(digit)] = dict(zip(_BY_DIGIT_FIELDS, (value, ceiling_value, count, ceiling_count)))
+        entries[metric].by_digit = breakdown
 
 
 def _finite_or_none(value):
@@ -176,6 +210,11 @@ def results_from_json(data: Mapping, source: str = "results") -> tuple[dict[str,
                 if entry.get(key) is not None and (not isinstance(entry[key], int) or entry[key] < 0):
                     raise ValueError(f"{source}: tasks.{task}.{metric}.{key} must be a count >= 0"
                                      f"{' or null' if key == 'examples' else ''}; got {entry[key]!r}")
+            by_digit = entry.get("by_digit")
+            if by_digit is not None and not (isinstance(by_digit, Mapping) and all(
+                    isinstance(d, Mapping) and set(d) == set(_BY_DIGIT_FIELDS) for d in by_digit.values())):
+                raise ValueError(f"{source}: tasks.{task}.{metric}.by_digit must map each digit to "
+                                 f"{list(_BY_DIGIT_FIELDS)}; got {by_digit!r}")
             tasks[task][metric] = MetricEntry(**entry)
     return tasks, dict(data.get("info", {}))
 
@@ -231,6 +270,35 @@ def _format_counts(entry: MetricEntry) -> str:
     return f"{entry.count}/{entry.ceiling_count}"
 
 
+def _format_share(value: float | None, count: int) -> str:
+    """'right/scored' of a 0/1 clip score from its mean and count ('-' when none was scored)."""
+    return "-" if value is None or not count else f"{round(value * count)}/{count}"
+
+
+def _by_digit_table(tasks: Mapping[str, Mapping[str, MetricEntry]]) -> list[str]:
+    """Report lines: each by-digit entry as one row of right/scored per true digit."""
+    rows = [(task, metric, entry) for task, metrics in tasks.items() for metric, entry in metrics.items()
+            if entry.by_digit]
+    if not rows:
+        return []
+    digits = sorted({d for _, _, entry in rows for d in entry.by_digit}, key=int)
+    lines = ["", "## By true digit", "",
+             "Generated clips scored right / scored, per true digit; the same on the real ceiling clips in "
+             "brackets.", "",
+             "| task | metric | " + " | ".join(digits) + " |", "|---|---|" + "---|" * len(digits)]
+    for task, metric, entry in rows:
+        cells = []
+        for digit in digits:
+            cell = entry.by_digit.get(digit)
+            if cell is None:
+                cells.append("-")
+                continue
+            ceiling = _format_share(cell["ceiling"], cell["ceiling_count"])
+            cells.append(_format_share(cell["value"], cell["count"]) + (f" ({ceiling})" if ceiling != "-" else ""))
+        lines.append(f"| {task} | {metric} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown_report(tasks: Mapping[str, Mapping[str, MetricEntry]], title: str = "Evaluation",
                     contact_sheet_file: str | None = None, info: Mapping | None = None) -> str:
     """A short report: one table row per task and metric (value, ceiling, target, n)."""
@@ -254,6 +322,7 @@ def markdown_report(tasks: Mapping[str, Mapping[str, MetricEntry]], title: str =
                 target = f"{'>=' if entry.higher_is_better else '<='} {entry.target:g}{mark}"
             lines.append(f"| {task} | {metric} | {_format(entry.value)} | {_format(entry.ceiling)} | "
                          f"{target} | {_format_counts(entry)} |")
+    lines += _by_digit_table(tasks)
     if contact_sheet_file:
         lines += ["", "## Samples", "", f"![contact sheet]({contact_sheet_file})"]
     lines += ["", "## Metrics", ""]

@@ -69,6 +69,10 @@ def test_directory_scores_right_clips_high_wrong_clips_low_and_skips_bad_ones(cl
     assert (t2v["digit_correct"].value, t2v["digit_correct"].count) == (0.75, 4)
     assert t2v["direction_correct"].value == 0.75
     assert t2v["digit_correct"].ceiling == 1.0 and t2v["direction_correct"].ceiling == 1.0
+    # The wrong clip shows another digit under the first good clip's truth: that digit loses one.
+    by_digit = t2v["digit_correct"].by_digit
+    assert sum(cell["count"] for cell in by_digit.values()) == 4 and t2v["direction_correct"].by_digit is None
+    assert sorted(cell["value"] for cell in by_digit.values() if cell["count"])[0] < 1.0
     assert tasks["video_to_audio"]["pitch_class_correct"].value == 1.0
     assert tasks["video_to_audio"]["click_f1"].value == 1.0
     assert tasks["i2v"]["first_frame_psnr"].value > 30  # the real first frame through H.264
@@ -91,6 +95,7 @@ def test_command_line_writes_results_and_report(clips_dir, cache_dir, tmp_path):
     assert tasks["t2v"]["digit_correct"].value == 0.75 and info["num_clips"] == 10
     report = open(os.path.join(out_dir, "report.md")).read()
     assert "| t2v | direction_correct | 0.750 | 1.000 | >= 0.9 NOT met | 4/2 |" in report
+    assert "## By true digit" in report and "| t2v | digit_correct |" in report.split("## By true digit")[1]
     assert os.path.isfile(os.path.join(out_dir, "samples.png"))
 
 

@@ -40,9 +40,32 @@ def test_results_json_round_trips_and_is_strict_json(tmp_path):
     assert raw["schema_version"] == results.SCHEMA_VERSION
     assert raw["tasks"]["t2v"]["digit_correct"] == {"value": 0.5, "ceiling": 1.0, "count": 2, "ceiling_count": 1,
                                                     "target": 0.8, "higher_is_better": True,
-                                                    "examples": None}
+                                                    "examples": None, "by_digit": None}
     loaded, info = results.read_results(path)
     assert loaded == tasks and info == {"step": 7}
+
+
+def test_digit_scores_break_down_by_true_digit_in_json_and_report(tmp_path):
+    # Three generated video-to-audio clips of 1 (one right) and one of 7 (right); real clips of
+    # both digits all right. Where the score is lost (the ones) is what the breakdown shows.
+    generated = {"video_to_audio": [{"pitch_class_correct": v, "click_f1": 0.5} for v in (0.0, 1.0, 0.0, 1.0)]}
+    ceiling = {"video_to_audio": [{"pitch_class_correct": 1.0, "click_f1": 1.0}] * 2}
+    digits = {"generated": {"video_to_audio": [1, 1, 1, 7]}, "real": {"video_to_audio": [1, 7]}}
+    tasks = results.aggregate(generated, ceiling, digits)
+    pitch = tasks["video_to_audio"]["pitch_class_correct"]
+    assert pitch.value == 0.5 and tasks["video_to_audio"]["click_f1"].by_digit is None
+    assert pitch.by_digit == {"1": {"value": 1 / 3, "ceiling": 1.0, "count": 3, "ceiling_count": 1},
+                              "7": {"value": 1.0, "ceiling": 1.0, "count": 1, "ceiling_count": 1}}
+    path = str(tmp_path / "results.json")
+    results.write_results(path, tasks)
+    assert results.read_results(path)[0] == tasks
+    report = results.markdown_report(tasks)
+    assert "| task | metric | 1 | 7 |" in report
+    assert "| video_to_audio | pitch_class_correct | 1/3 (1/1) | 1/1 (1/1) |" in report
+    assert "By true digit" not in results.markdown_report(_tasks())  # no digits given, no table
+    with pytest.raises(ValueError, match=r"tasks\.video_to_audio\.pitch_class_correct\.by_digit"):
+        results.results_from_json({"schema_version": 1, "tasks": {"video_to_audio": {
+            "pitch_class_correct": {"value": 0.5, "by_digit": {"1": {"value": 0.5}}}}}})
 
 
 def test_bad_results_files_name_the_offending_field(tmp_path):
