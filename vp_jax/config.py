@@ -93,11 +93,11 @@ def _model_errors(config) -> list[str]:
     model = config.model.to_dict()
     for name in _SPEC_FIELDS:
         if model.get(name) == -1:
-            model[name] = 1  # Filled from the shard spec later; any valid value checks the rest.
+            model[name] = 2  # Filled from the shard spec later; any valid value checks the rest.
     if tuple(model.get('visual_grid') or ()) == (-1, -1):
         model['visual_grid'] = (1, 1)
-    if tuple(model.get('visual_grid') or ()) not in ((), (0, 0)):
-        model['visual_range'] = (0, 1)  # Filled from the vocabulary later.
+    if tuple(model.get('visual_grid') or ()) not in ((), (0, 0)) or model.get('visual_bit_embedding'):
+        model['visual_range'] = (0, 2)  # Filled from the vocabulary later.
     try:
         TransformerConfig.from_config(model)
     except ValueError as e:
@@ -246,7 +246,7 @@ def resolve_config(config: ml_collections.ConfigDict, vocab, geometry, text_embe
                       f'text embeddings of width {text_embedding_dim} (use -1 to take it from the spec).')
     if tuple(model.get('visual_grid', (0, 0))) == (-1, -1):
         model.visual_grid = tuple(int(v) for v in geometry.video_latent_shape[1:])
-    if tuple(model.get('visual_grid', (0, 0))) != (0, 0):
+    if tuple(model.get('visual_grid', (0, 0))) != (0, 0) or model.get('visual_bit_embedding'):
         model.visual_range = tuple(int(v) for v in vocab.visual_range)
     for task in (config.data.get('tasks') or {}):
         length = tasks_lib.model_length(tasks_lib.get_task(task), geometry, vocab)

@@ -6,7 +6,8 @@ projected by one linear layer and replace the token embedding at the `input_moda
 TEXT_EMBEDDING` slots, in order: the j-th slot of a row takes row j of that row's
 `text_embeddings`. Positions are RoPE (or learned) over the sequence; with
 `visual_grid` each visual token also gets a learned embedding of its row and column in the
-latent frame (`VisualGridEmbedding`). Every parameter has logical axis names; with
+latent frame (`VisualGridEmbedding`), and with `visual_bit_embedding` a learned vector per
+bit of its LFQ id (`VisualBitEmbedding`). Every parameter has logical axis names; with
 `scan_layers` the layer parameters are stacked on a leading 'layers' axis.
 
 Usage (batch = the feature dict of vp_jax/features.py, all [batch, length]):
@@ -117,6 +118,31 @@ class VisualGridEmbedding(nn.Module):
         return x + jnp.where((run_index >= 0)[..., None], grid.astype(x.dtype), 0)
 
 
+class VisualBitEmbedding(nn.Module):
+    """Adds to each visual token sum_b (+1 or -1 by bit b of its LFQ id) * v_b, one learned v_b per bit.
+
+    An LFQ id is the signs of the tokenizer's latent channels, so ids that differ in a bit or
+    two are nearby latents. A plain embedding table learns each id alone; with this term an id
+    the LM saw rarely (a handwriting absent from its training clips) still starts near the
+    ids it shares signs with. x [batch, length, embed]; tokens [batch, length]; other tokens
+    are left unchanged.
+    """
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, tokens: jax.Array) -> jax.Array:
+        cfg = self.config
+        low, high = cfg.visual_range
+        num_bits = (high - low).bit_length() - 1
+        # Each bit's vector at 1/sqrt(bits): the sum has the token embedding's scale.
+        init = nn.initializers.normal(stddev=num_bits ** -0.5)
+        vectors = named_param(self, 'bits', init, (num_bits, cfg.d_model), (None, 'embed'), cfg.parameter_dtype)
+        is_visual = (tokens >= low) & (tokens < high)
+        bits = (jnp.maximum(tokens - low, 0)[..., None] >> jnp.arange(num_bits)) & 1
+        term = jnp.einsum('blk,kd->bld', (2 * bits - 1).astype(x.dtype), vectors.astype(x.dtype))
+        return x + jnp.where(is_visual[..., None], term, 0)
+
+
 class DecoderBlock(nn.Module):
     """x + Attention(Norm(x)), then x + Mlp(Norm(x)). [batch, length, embed] -> same."""
     config: TransformerConfig
@@ -225,6 +251,8 @@ class Transformer(nn.Module):
         embedding = named_param(self, 'token_embedding', nn.initializers.normal(stddev=1.0),
                                 (cfg.vocab_size, cfg.d_model), ('vocab', 'embed'), cfg.parameter_dtype)
         x = jnp.take(embedding, batch['input_tokens'], axis=0).astype(dtype)
+        if cfg.visual_bit_embedding:
+            x = VisualBitEmbedding(cfg, name='visual_bit_embedding')(x, batch['input_tokens'])
         if cfg.text_embedding_dim and mode != 'decode':  # decoded tokens are outputs, never text slots.
             if TEXT_EMBEDDINGS not in batch:
                 raise ValueError(f'config.model.text_embedding_dim={cfg.text_embedding_dim} but the batch has no '

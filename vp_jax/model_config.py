@@ -53,8 +53,12 @@ class TransformerConfig:
     # latent frame (vp_jax/model.py VisualGridEmbedding). (h, w) of the latent grid;
     # (0, 0) = off, (-1, -1) = the data's latent grid (config.resolve_config fills it).
     visual_grid: tuple[int, int] = (0, 0)
-    # Vocabulary ids [low, high) of visual tokens, which the grid embedding counts; filled
-    # from the data vocabulary when visual_grid is on.
+    # Adds to each visual token the sum of one learned vector per bit of its LFQ id, signed by
+    # that bit (vp_jax/model.py VisualBitEmbedding): ids that share latent signs share part of
+    # their embedding, so an id seen rarely in training still lands near its neighbours.
+    visual_bit_embedding: bool = False
+    # Vocabulary ids [low, high) of visual tokens, which the grid and bit embeddings read;
+    # filled from the data vocabulary when either is on.
     visual_range: tuple[int, int] = (0, 0)
 
     def __post_init__(self):
@@ -115,10 +119,14 @@ class TransformerConfig:
                 and (grid == (0, 0) or min(grid) > 0)):
             raise ValueError(f'config.model.visual_grid={grid!r}: expected (h, w) of the latent grid, both '
                              'positive, or (0, 0) for no grid embedding.')
-        if grid != (0, 0) and not (isinstance(span, tuple) and len(span) == 2
-                                   and 0 <= span[0] < span[1] <= self.vocab_size):
+        if (grid != (0, 0) or self.visual_bit_embedding) and not (
+                isinstance(span, tuple) and len(span) == 2 and 0 <= span[0] < span[1] <= self.vocab_size):
             raise ValueError(f'config.model.visual_range={span!r}: expected the visual ids [low, high) within '
                              f'[0, vocab_size={self.vocab_size}] (filled from the data vocabulary).')
+        size = span[1] - span[0]
+        if self.visual_bit_embedding and (size < 2 or size & (size - 1)):
+            raise ValueError(f'config.model.visual_bit_embedding needs 2**bits visual ids (bits >= 1); '
+                             f'visual_range={span!r} has {size}.')
         if self.rope_theta <= 0 or self.norm_epsilon <= 0:
             raise ValueError(f'config.model.rope_theta={self.rope_theta} and norm_epsilon={self.norm_epsilon} '
                              'must be positive.')

@@ -111,6 +111,10 @@ def test_resolution_takes_the_visual_grid_and_visual_ids_from_the_data():
     assert tuple(resolved.model.visual_range) == DEFAULT_VOCAB.visual_range
     config.model.visual_grid = (4, 0)
     assert any('visual_grid=(4, 0)' in e for e in config_errors(config, 1, check_shards=False))
+    config.model.update(visual_grid=(0, 0), visual_bit_embedding=True)  # the bit embedding reads the ids too
+    assert not config_errors(config, 1, check_shards=False)
+    resolved = resolve_config(config, DEFAULT_VOCAB, DEFAULT_GEOMETRY, 0, {'video_len30': 30})
+    assert tuple(resolved.model.visual_range) == DEFAULT_VOCAB.visual_range
 
 
 def test_resolution_rejects_sequences_longer_than_the_positions():

@@ -10,7 +10,8 @@ import pytest
 
 from vp_jax.attention import (dense_attention, kv_cache_logical_axes, prefix_lm_mask, splash_attention,
                               xla_attention)
-from vp_jax.model import TextEmbeddingSlots, Transformer, VisualGridEmbedding, validate_batch, visual_run_index
+from vp_jax.model import (TextEmbeddingSlots, Transformer, VisualBitEmbedding, VisualGridEmbedding, validate_batch,
+                          visual_run_index)
 from vp_jax.model_config import TransformerConfig, default_model_config
 from vp_jax.vocabulary import Modality
 
@@ -127,6 +128,38 @@ def test_visual_grid_embedding_gives_each_cell_of_the_frame_its_own_vector():
     np.testing.assert_allclose(out[1 + 6 + 4], out[1 + 4])  # the same cell one frame later
     assert len({tuple(np.round(v, 5)) for v in out[1:7]}) == 6  # six cells, six vectors
     np.testing.assert_array_equal(out[[0, 13]], 0.0)  # markers are left alone
+
+
+def test_visual_bit_embedding_adds_each_bit_of_the_id_with_its_sign():
+    config = dataclasses.replace(TINY, visual_bit_embedding=True, visual_range=(40, 48))  # 3-bit ids
+    module = VisualBitEmbedding(config)
+    tokens = jnp.array([[2, 40, 41, 43, 47, 48]])  # a marker, ids 0, 1, 3, 7, then a non-visual id
+    x = jnp.zeros((1, 6, config.d_model))
+    variables = nn.unbox(module.init(jax.random.key(0), x, tokens))
+    bits = np.asarray(variables['params']['bits'])
+    assert bits.shape == (3, config.d_model)
+    out = np.asarray(module.apply(variables, x, tokens))[0]
+    np.testing.assert_allclose(out[1], -bits.sum(0), rtol=1e-6)  # id 0: every bit off
+    np.testing.assert_allclose(out[2], bits[0] - bits[1] - bits[2], rtol=1e-6)  # id 1
+    np.testing.assert_allclose(out[3], bits[0] + bits[1] - bits[2], rtol=1e-6)  # id 3
+    np.testing.assert_allclose(out[4], bits.sum(0), rtol=1e-6)  # id 7
+    np.testing.assert_array_equal(out[[0, 5]], 0.0)  # other tokens are left alone
+    # Ids one bit apart are nearer than ids that differ in every bit.
+    assert np.linalg.norm(out[2] - out[1]) < np.linalg.norm(out[4] - out[1])
+    with pytest.raises(ValueError, match='visual_bit_embedding needs 2\\*\\*bits'):
+        dataclasses.replace(config, visual_range=(40, 46))
+
+
+def test_the_transformer_uses_the_visual_bit_embedding_when_on():
+    config = dataclasses.replace(TINY, visual_bit_embedding=True, visual_range=(40, 48))
+    model = Transformer(config)
+    batch = _batch(length=8, prefix_length=4)
+    batch['input_tokens'] = np.array([[1, 7, 40, 41, 42, 43, 44, 2]] * 2, np.int32)
+    variables = nn.unbox(jax.jit(model.init)(jax.random.key(1), batch))
+    full = model.apply(variables, batch)
+    zeroed = dict(variables['params'], visual_bit_embedding={'bits': jnp.zeros_like(
+        variables['params']['visual_bit_embedding']['bits'])})
+    assert not np.allclose(full, model.apply({'params': zeroed}, batch), atol=1e-3)
 
 
 def test_cached_decoding_with_the_visual_grid_matches_full_recompute():
