@@ -157,8 +157,9 @@ def get_config(arg=None):
     config.train = ml_collections.ConfigDict()
     # Batch 8, not 16: the same tokens in the same CPU time gave an eval loss of 3.16 instead
     # of 3.66 on the demo (the LM is far from converged; more updates win). 2200 steps fill the
-    # 25-minute CPU budget (the job takes ~21 minutes; 1800 steps with 4 heads of 32 took as long). Single runs are noisy: over four 1800-step
-    # runs that differ only in side settings the T2V digit score ranged 0.52-0.81 (64 clips each).
+    # 25-minute CPU budget (the job took 21-24 minutes; 1800 steps with 4 heads of 32 took as
+    # long). Single runs are noisy: over four 1800-step runs that differ only in side settings
+    # the T2V digit score ranged 0.52-0.81 (64 clips each).
     # 5400 steps (a ~45-minute job) taught video-to-audio (pitch 0.58 against 0.08, on the older
     # random-phase tone) and continuation (direction 0.63 against 0.33) but not T2V direction
     # (0.33): the LM's loss does not depend on the caption's direction word at all (README, status).
