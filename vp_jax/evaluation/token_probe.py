@@ -99,8 +99,9 @@ def run_probe(shards: str, split: str = "test", frame_size: int = 32, regulariza
     if len(np.unique(train_digits)) < 2:
         raise ValueError(f"{shards}: the train split shows only digit(s) {np.unique(train_digits).tolist()}")
     probe = LogisticRegression(C=regularization, max_iter=3000)
-    probe.fit(window_features(train_windows, bits), train_digits)
-    train_accuracy = float(np.mean(probe.predict(window_features(train_windows, bits)) == train_digits))
+    train_features = window_features(train_windows, bits)
+    probe.fit(train_features, train_digits)
+    train_accuracy = float(np.mean(probe.predict(train_features) == train_digits))
     predicted = probe.predict(window_features(eval_windows, bits))
     by_digit = {int(d): (int(np.sum(predicted[eval_digits == d] == d)), int(np.sum(eval_digits == d)))
                 for d in np.unique(eval_digits)}
