@@ -36,9 +36,6 @@ class ProbeResult:
     num_train: int
     num_eval: int
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
 
 def sprite_windows(video_tokens: np.ndarray, truth: dict, frame_size: int, source: str) -> np.ndarray:
     """int [t, n, n] token windows over the sprite (-1 outside the frame), n = sprite cells + 2."""
