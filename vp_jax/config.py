@@ -12,7 +12,8 @@ with these sections (experiments/t2v_base.py is the reference):
   optimizer  vp_jax.optimizer fields
   train      batch_size (global), num_steps, microbatches, log_every_steps,
              eval_every_steps, checkpoint_every_steps, max_to_keep, async_checkpointing,
-             task_loss_multipliers {task: float}, z_loss_weight, peak_flops_per_device (MFU)
+             task_loss_multipliers {task: float}, z_loss_weight, peak_flops_per_device (MFU),
+             prefix_visual_bit_flip (augments the prefix's visual ids, vp_jax/train_step.py)
   eval       split, batch_size, max_batches_per_task
   mesh       data, fsdp, tensor (-1 auto-fills one), logical_axis_rules, max_replicated_fraction
   init_from  a checkpoint to take the parameters from (finetuning), '' for none
@@ -140,6 +141,8 @@ def _train_errors(config, num_devices: int | None) -> list[str]:
             errors.append(f'config.train.task_loss_multipliers[{task!r}]={multiplier!r}: expected a number >= 0.')
     if train.get('z_loss_weight', 0.0) < 0:
         errors.append(f'config.train.z_loss_weight={train.z_loss_weight}: expected >= 0.')
+    if not 0.0 <= train.get('prefix_visual_bit_flip', 0.0) < 1.0:
+        errors.append(f'config.train.prefix_visual_bit_flip={train.prefix_visual_bit_flip}: expected a value in [0, 1).')
     try:
         shape = resolve_mesh_shape(mesh_shape(config), num_devices) if num_devices else None
     except ValueError as e:
@@ -226,7 +229,7 @@ def resolve_config(config: ml_collections.ConfigDict, vocab, geometry, text_embe
     Args:
       vocab: the data's vp_jax.vocabulary.Vocabulary; model.vocab_size=-1 becomes its
         padded_size, an explicit vocab_size must be at least vocab.size; with a visual grid,
-        model.visual_range becomes its visual ids.
+        model.visual_range becomes its visual ids (also with train.prefix_visual_bit_flip).
       geometry: the data's tasks.Geometry (the per-task sequence lengths; model.visual_grid
         (-1, -1) becomes its latent (h, w)).
       text_embedding_dim: width of the data's text embeddings (0 in text-token mode).
@@ -246,7 +249,8 @@ def resolve_config(config: ml_collections.ConfigDict, vocab, geometry, text_embe
                       f'text embeddings of width {text_embedding_dim} (use -1 to take it from the spec).')
     if tuple(model.get('visual_grid', (0, 0))) == (-1, -1):
         model.visual_grid = tuple(int(v) for v in geometry.video_latent_shape[1:])
-    if tuple(model.get('visual_grid', (0, 0))) != (0, 0) or model.get('visual_bit_embedding'):
+    if (tuple(model.get('visual_grid', (0, 0))) != (0, 0) or model.get('visual_bit_embedding')
+            or resolved.train.get('prefix_visual_bit_flip', 0.0) > 0):  # the train step reads it too
         model.visual_range = tuple(int(v) for v in vocab.visual_range)
     for task in (config.data.get('tasks') or {}):
         length = tasks_lib.model_length(tasks_lib.get_task(task), geometry, vocab)

@@ -46,6 +46,11 @@ class TrainStepConfig:
     num_microbatches: int = 1
     z_loss_weight: float = 0.0
     task_loss_multipliers: tuple[float, ...] | None = None
+    # Training-time augmentation of the conditioning: each bit of each visual id inside the
+    # prefix flips with this probability (targets are never touched). visual_range: the
+    # [low, high) ids of the LFQ codes, a power-of-two span.
+    prefix_visual_bit_flip: float = 0.0
+    visual_range: tuple[int, int] = (0, 0)
 
     def __post_init__(self):
         if self.num_tasks < 1 or self.num_microbatches < 1:
@@ -58,6 +63,13 @@ class TrainStepConfig:
             if len(self.task_loss_multipliers) != self.num_tasks:
                 raise ValueError(f'train_step.task_loss_multipliers has {len(self.task_loss_multipliers)} entries; '
                                  f'expected num_tasks={self.num_tasks}.')
+        if not 0.0 <= self.prefix_visual_bit_flip < 1.0:
+            raise ValueError(f'train.prefix_visual_bit_flip={self.prefix_visual_bit_flip}: expected a value in [0, 1).')
+        object.__setattr__(self, 'visual_range', tuple(int(v) for v in self.visual_range))
+        span = self.visual_range[1] - self.visual_range[0]
+        if self.prefix_visual_bit_flip > 0 and (span < 2 or span & (span - 1)):
+            raise ValueError(f'train.prefix_visual_bit_flip needs the visual ids as a power-of-two span; '
+                             f'got visual_range={self.visual_range}.')
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | ml_collections.ConfigDict) -> 'TrainStepConfig':
@@ -110,6 +122,22 @@ def _sums_fn(model: Transformer, step_config: TrainStepConfig) -> Callable:
     return sums
 
 
+def flip_prefix_visual_bits(batch: Mapping[str, jax.Array], rng: jax.Array, rate: float,
+                            visual_range: tuple[int, int]) -> dict[str, jax.Array]:
+    """`batch` with each bit of each visual id in the prefix flipped with probability `rate`.
+
+    A visual id is an LFQ code: its bits are the signs of the latent channels, so a flipped
+    bit is a nearby latent, the kind of change an unseen drawing of the same thing makes.
+    """
+    low, high = visual_range
+    bits = (high - low).bit_length() - 1
+    tokens = batch['input_tokens']
+    flips = jax.random.bernoulli(rng, rate, tokens.shape + (bits,)).astype(tokens.dtype)
+    xor = jnp.sum(flips << jnp.arange(bits, dtype=tokens.dtype), axis=-1)
+    inside = (batch['prefix_mask'] == 1) & (tokens >= low) & (tokens < high)
+    return {**batch, 'input_tokens': jnp.where(inside, low + jnp.bitwise_xor(tokens - low, xor), tokens)}
+
+
 def make_train_step(model: Transformer, optimizer: optax.GradientTransformation,
                     step_config: TrainStepConfig | Mapping[str, Any]) -> Callable:
     """Returns step(state, batch, rng) -> (state, metrics).
@@ -127,6 +155,10 @@ def make_train_step(model: Transformer, optimizer: optax.GradientTransformation,
 
     def step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array):
         rng = jax.random.fold_in(rng, state.step)
+        if step_config.prefix_visual_bit_flip > 0:
+            flip_rng, rng = jax.random.split(rng)
+            batch = flip_prefix_visual_bits(batch, flip_rng, step_config.prefix_visual_bit_flip,
+                                            step_config.visual_range)
         if n == 1:
             grads, sums = grad_fn(state.params, batch, rng, deterministic)
         else:

@@ -115,6 +115,12 @@ def test_resolution_takes_the_visual_grid_and_visual_ids_from_the_data():
     assert not config_errors(config, 1, check_shards=False)
     resolved = resolve_config(config, DEFAULT_VOCAB, DEFAULT_GEOMETRY, 0, {'video_len30': 30})
     assert tuple(resolved.model.visual_range) == DEFAULT_VOCAB.visual_range
+    config.model.visual_bit_embedding = False
+    config.train.prefix_visual_bit_flip = 0.05  # so does the train step's augmentation
+    resolved = resolve_config(config, DEFAULT_VOCAB, DEFAULT_GEOMETRY, 0, {'video_len30': 30})
+    assert tuple(resolved.model.visual_range) == DEFAULT_VOCAB.visual_range
+    config.train.prefix_visual_bit_flip = 1.0
+    assert any('prefix_visual_bit_flip=1.0' in e for e in config_errors(config, 1, check_shards=False))
 
 
 def test_resolution_rejects_sequences_longer_than_the_positions():

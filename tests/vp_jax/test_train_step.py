@@ -12,8 +12,9 @@ from vp_jax.losses import summarize_metrics
 from vp_jax.model import Transformer
 from vp_jax.model_config import TransformerConfig, default_model_config
 from vp_jax.partitioning import Partitioner
-from vp_jax.train_step import (batch_spec, compile_train_step, create_train_state, jit_eval_step, jit_train_step,
-                               make_eval_step, make_train_step, TrainState)
+from vp_jax.train_step import (batch_spec, compile_train_step, create_train_state, flip_prefix_visual_bits,
+                               jit_eval_step, jit_train_step, make_eval_step, make_train_step, TrainState,
+                               TrainStepConfig)
 
 CONFIG = TransformerConfig(vocab_size=32, num_layers=2, d_model=64, num_heads=4, head_dim=16, mlp_dim=128)
 
@@ -87,6 +88,27 @@ def test_gradient_accumulation_gives_the_one_big_batch_update(tiny_training):
     jax.tree.map(functools.partial(np.testing.assert_allclose, atol=2e-6), params_four, params_one)
     np.testing.assert_allclose(metrics_four['sums']['loss_sum'], metrics_one['sums']['loss_sum'], rtol=1e-5)
     np.testing.assert_allclose(metrics_four['grad_norm'], metrics_one['grad_norm'], rtol=1e-4)
+
+
+def test_prefix_bit_flips_touch_only_visual_ids_in_the_prefix_at_the_asked_rate():
+    low, high, rate = 20, 276, 0.05  # 8-bit LFQ codes
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 300, (64, 400)).astype(np.int32)
+    prefix = (np.arange(400) < 300).astype(np.int32)[None].repeat(64, 0)
+    batch = {'input_tokens': tokens, 'prefix_mask': prefix, 'target_tokens': tokens + 1}
+    flipped = jax.device_get(flip_prefix_visual_bits(batch, jax.random.key(0), rate, (low, high)))
+    np.testing.assert_array_equal(flipped['target_tokens'], batch['target_tokens'])
+    changed = flipped['input_tokens'] != tokens
+    visual_prefix = (prefix == 1) & (tokens >= low) & (tokens < high)
+    assert not changed[~visual_prefix].any()
+    assert np.all((flipped['input_tokens'][visual_prefix] >= low) & (flipped['input_tokens'][visual_prefix] < high))
+    bits_flipped = np.vectorize(lambda v: bin(v).count('1'))(
+        (flipped['input_tokens'] - low) ^ (tokens - low))[visual_prefix]
+    assert abs(bits_flipped.mean() / 8 - rate) < 0.005
+    with pytest.raises(ValueError, match='power-of-two'):
+        TrainStepConfig(prefix_visual_bit_flip=0.05, visual_range=(20, 120))
+    with pytest.raises(ValueError, match=r'\[0, 1\)'):
+        TrainStepConfig(prefix_visual_bit_flip=1.0, visual_range=(20, 276))
 
 
 def test_flop_count_counts_prefix_pairs_fully_and_outputs_causally():
