@@ -7,7 +7,7 @@ with these sections (experiments/t2v_base.py is the reference):
   seed       one integer that fixes init, data order and dropout
   model      vp_jax.model_config.TransformerConfig fields; vocab_size=-1 and
              text_embedding_dim=-1 mean "take them from the shard spec", visual_grid=(-1, -1)
-             the data's latent grid (visual_range then always comes from the vocabulary)
+             the data's latent grid (visual_range always comes from the vocabulary)
   data       the SeqIO input (data_pipelines.input_pipeline owns these fields)
   optimizer  vp_jax.optimizer fields
   train      batch_size (global), num_steps, microbatches, log_every_steps,
@@ -228,8 +228,8 @@ def resolve_config(config: ml_collections.ConfigDict, vocab, geometry, text_embe
 
     Args:
       vocab: the data's vp_jax.vocabulary.Vocabulary; model.vocab_size=-1 becomes its
-        padded_size, an explicit vocab_size must be at least vocab.size; with a visual grid,
-        model.visual_range becomes its visual ids (also with train.prefix_visual_bit_flip).
+        padded_size, an explicit vocab_size must be at least vocab.size; model.visual_range
+        becomes its visual ids (read by the grid and bit embeddings and the train step's bit flips).
       geometry: the data's tasks.Geometry (the per-task sequence lengths; model.visual_grid
         (-1, -1) becomes its latent (h, w)).
       text_embedding_dim: width of the data's text embeddings (0 in text-token mode).
@@ -249,9 +249,7 @@ def resolve_config(config: ml_collections.ConfigDict, vocab, geometry, text_embe
                       f'text embeddings of width {text_embedding_dim} (use -1 to take it from the spec).')
     if tuple(model.get('visual_grid', (0, 0))) == (-1, -1):
         model.visual_grid = tuple(int(v) for v in geometry.video_latent_shape[1:])
-    if (tuple(model.get('visual_grid', (0, 0))) != (0, 0) or model.get('visual_bit_embedding')
-            or resolved.train.get('prefix_visual_bit_flip', 0.0) > 0):  # the train step reads it too
-        model.visual_range = tuple(int(v) for v in vocab.visual_range)
+    model.visual_range = tuple(int(v) for v in vocab.visual_range)
     for task in (config.data.get('tasks') or {}):
         length = tasks_lib.model_length(tasks_lib.get_task(task), geometry, vocab)
         if length > model.max_length:
