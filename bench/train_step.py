@@ -2,6 +2,7 @@
 
     python bench/train_step.py                       # the MaxText comparison shape (below)
     python bench/train_step.py --steps=20 --scan_layers=true --remat_policy=full --cpu_xla_flags=
+    python bench/train_step.py --cpu_xla_flags= --dtype=bfloat16 --attention_impl=cudnn --peak_tflops=989 ...  # GPU
 
 Default shape: 4 layers, d_model 256, 4 heads x 64, SwiGLU MLP 1024, RMSNorm, RoPE, vocab
 4096, sequence 512, batch 8, float32, all causal (empty prefix); AdamW. FLOPs are the
@@ -50,8 +51,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--dtype', default='float32')
     parser.add_argument('--scan_layers', type=_flag_bool, default=False)
     parser.add_argument('--cpu_xla_flags', default=YNN_FUSIONS,
-                        help='appended to XLA_FLAGS when running on CPU (empty: none)')
+                        help='appended to XLA_FLAGS: CPU-only fusions (empty: none; pass empty on GPUs and TPUs)')
     parser.add_argument('--remat_policy', default='none')
+    parser.add_argument('--attention_impl', default='xla', help="'xla', 'cudnn' (GPU, bf16) or 'splash' (TPU)")
+    parser.add_argument('--peak_tflops', type=float, default=0.0,
+                        help="the device's peak at --dtype (e.g. 989 for an H100/H200's dense bf16): adds MFU")
     parser.add_argument('--num_microbatches', type=int, default=1)
     parser.add_argument('--warmup_steps', type=int, default=2)
     parser.add_argument('--steps', type=int, default=10)
@@ -90,7 +94,7 @@ def main() -> None:
     config = TransformerConfig(
         vocab_size=args.vocab_size, num_layers=args.num_layers, d_model=args.d_model, num_heads=args.num_heads,
         head_dim=args.head_dim, mlp_dim=args.mlp_dim, max_length=args.length, dtype=args.dtype,
-        scan_layers=args.scan_layers, remat_policy=args.remat_policy)
+        scan_layers=args.scan_layers, remat_policy=args.remat_policy, attention_impl=args.attention_impl)
     model, optimizer, partitioner = Transformer(config), optax.adamw(1e-3), Partitioner()
     state, shardings = partitioner.init_sharded(functools.partial(create_train_state, model, optimizer),
                                                 jax.random.key(0))
@@ -124,9 +128,11 @@ def main() -> None:
     cpu_median = statistics.median(cpu_times)
     print(f'shape: batch {args.batch_size} x length {args.length}, {args.num_layers} layers, d_model {args.d_model}, '
           f'{args.num_heads} heads x {args.head_dim}, mlp {args.mlp_dim}, vocab {args.vocab_size}, {args.dtype}, '
-          f'scan_layers={args.scan_layers}, remat={args.remat_policy}; analytic {flops / 1e9:.1f} GFLOP/step')
+          f'scan_layers={args.scan_layers}, remat={args.remat_policy}, attention={args.attention_impl}; analytic {flops / 1e9:.1f} GFLOP/step')
+    mfu = f', MFU {flops / median / (args.peak_tflops * 1e12):.1%} of {args.peak_tflops:g} TFLOP/s' \
+        if args.peak_tflops > 0 else ''
     print(f'median {median:.3f}s/step (min {min(times):.3f}s): {tokens / median:.0f} tokens/s, '
-          f'{flops / median / 1e9:.1f} GFLOP/s')
+          f'{flops / median / 1e9:.1f} GFLOP/s{mfu}')
     # Process CPU time is steadier than wall time on a machine shared with other jobs; divided by
     # the core count it estimates the wall time on an otherwise idle machine.
     cores = len(os.sched_getaffinity(0))

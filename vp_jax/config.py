@@ -13,7 +13,8 @@ with these sections (experiments/t2v_base.py is the reference):
   train      batch_size (global), num_steps, microbatches, log_every_steps,
              eval_every_steps, checkpoint_every_steps, max_to_keep, async_checkpointing,
              task_loss_multipliers {task: float}, z_loss_weight, peak_flops_per_device (MFU),
-             prefix_visual_bit_flip (augments the prefix's visual ids, vp_jax/train_step.py)
+             prefix_visual_bit_flip and prefix_visual_bit_flip_tasks (augments the prefix's
+             visual ids of those comma-separated tasks, '' = every task; vp_jax/train_step.py)
   eval       split, batch_size, max_batches_per_task
   mesh       data, fsdp, tensor (-1 auto-fills one), logical_axis_rules, max_replicated_fraction
   init_from  a checkpoint to take the parameters from (finetuning), '' for none
@@ -130,19 +131,24 @@ def _train_errors(config, num_devices: int | None) -> list[str]:
         errors.append(f'config.train.batch_size={train.batch_size} is not divisible by '
                       f'config.train.microbatches={train.microbatches}.')
     known_tasks = set(config.data.get('tasks', {}) or {})
-    for task, multiplier in (train.get('task_loss_multipliers') or {}).items():
+
+    def task_name_errors(field: str, task: str) -> list[str]:
         if task not in tasks_lib.TASKS_BY_NAME:
-            errors.append(f'config.train.task_loss_multipliers: unknown task {task!r}; known tasks: '
-                          f'{", ".join(tasks_lib.TASKS_BY_NAME)}.')
-        elif known_tasks and task not in known_tasks:
-            errors.append(f'config.train.task_loss_multipliers: task {task!r} is not in config.data.tasks '
-                          f'{sorted(known_tasks)}.')
+            return [f'config.train.{field}: unknown task {task!r}; known tasks: {", ".join(tasks_lib.TASKS_BY_NAME)}.']
+        if known_tasks and task not in known_tasks:
+            return [f'config.train.{field}: task {task!r} is not in config.data.tasks {sorted(known_tasks)}.']
+        return []
+
+    for task, multiplier in (train.get('task_loss_multipliers') or {}).items():
+        errors += task_name_errors('task_loss_multipliers', task)
         if not isinstance(multiplier, (int, float)) or multiplier < 0:
             errors.append(f'config.train.task_loss_multipliers[{task!r}]={multiplier!r}: expected a number >= 0.')
     if train.get('z_loss_weight', 0.0) < 0:
         errors.append(f'config.train.z_loss_weight={train.z_loss_weight}: expected >= 0.')
     if not 0.0 <= train.get('prefix_visual_bit_flip', 0.0) < 1.0:
         errors.append(f'config.train.prefix_visual_bit_flip={train.prefix_visual_bit_flip}: expected a value in [0, 1).')
+    for task in _names(train.get('prefix_visual_bit_flip_tasks', '')):
+        errors += task_name_errors('prefix_visual_bit_flip_tasks', task)
     try:
         shape = resolve_mesh_shape(mesh_shape(config), num_devices) if num_devices else None
     except ValueError as e:
@@ -268,6 +274,20 @@ def task_loss_multipliers(config: ml_collections.ConfigDict) -> list[float]:
     """[NUM_TASKS] multipliers indexed by task id, 1.0 where the config gives none."""
     given = dict(config.train.get('task_loss_multipliers') or {})
     return [float(given.get(task.name, 1.0)) for task in tasks_lib.TASKS]
+
+
+def _names(text: str) -> list[str]:
+    """'a, b' -> ['a', 'b'] (a comma-separated list, as a command line gives it)."""
+    return [name.strip() for name in text.split(',') if name.strip()]
+
+
+def prefix_visual_bit_flip_rates(config: ml_collections.ConfigDict) -> list[float]:
+    """[NUM_TASKS] bit-flip probabilities indexed by task id: train.prefix_visual_bit_flip for
+    the tasks named in train.prefix_visual_bit_flip_tasks, comma-separated (every task when it
+    is empty), 0 elsewhere."""
+    rate = float(config.train.get('prefix_visual_bit_flip', 0.0))
+    chosen = set(_names(config.train.get('prefix_visual_bit_flip_tasks', '')))
+    return [rate if not chosen or task.name in chosen else 0.0 for task in tasks_lib.TASKS]
 
 
 def default_workdir(config_path: str) -> str:

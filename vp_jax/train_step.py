@@ -17,7 +17,7 @@ A step whose loss or gradients are not finite leaves the state untouched and rep
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.struct
@@ -46,10 +46,10 @@ class TrainStepConfig:
     num_microbatches: int = 1
     z_loss_weight: float = 0.0
     task_loss_multipliers: tuple[float, ...] | None = None
-    # Training-time augmentation of the conditioning: each bit of each visual id inside the
-    # prefix flips with this probability (targets are never touched). visual_range: the
-    # [low, high) ids of the LFQ codes, a power-of-two span.
-    prefix_visual_bit_flip: float = 0.0
+    # Training-time augmentation of the conditioning, per task id (None: off): each bit of each
+    # visual id inside an example's prefix flips with its task's probability (targets are never
+    # touched). visual_range: the [low, high) ids of the LFQ codes, a power-of-two span.
+    prefix_visual_bit_flip: tuple[float, ...] | None = None
     visual_range: tuple[int, int] = (0, 0)
 
     def __post_init__(self):
@@ -63,11 +63,17 @@ class TrainStepConfig:
             if len(self.task_loss_multipliers) != self.num_tasks:
                 raise ValueError(f'train_step.task_loss_multipliers has {len(self.task_loss_multipliers)} entries; '
                                  f'expected num_tasks={self.num_tasks}.')
-        if not 0.0 <= self.prefix_visual_bit_flip < 1.0:
-            raise ValueError(f'train.prefix_visual_bit_flip={self.prefix_visual_bit_flip}: expected a value in [0, 1).')
+        if self.prefix_visual_bit_flip is not None:
+            rates = tuple(float(r) for r in self.prefix_visual_bit_flip)
+            object.__setattr__(self, 'prefix_visual_bit_flip', rates if any(rates) else None)
+            if len(rates) != self.num_tasks:
+                raise ValueError(f'train_step.prefix_visual_bit_flip has {len(rates)} entries; '
+                                 f'expected num_tasks={self.num_tasks}.')
+            if not all(0.0 <= r < 1.0 for r in rates):
+                raise ValueError(f'train.prefix_visual_bit_flip={rates}: expected values in [0, 1).')
         object.__setattr__(self, 'visual_range', tuple(int(v) for v in self.visual_range))
         span = self.visual_range[1] - self.visual_range[0]
-        if self.prefix_visual_bit_flip > 0 and (span < 2 or span & (span - 1)):
+        if self.prefix_visual_bit_flip and (span < 2 or span & (span - 1)):
             raise ValueError(f'train.prefix_visual_bit_flip needs the visual ids as a power-of-two span; '
                              f'got visual_range={self.visual_range}.')
 
@@ -122,9 +128,10 @@ def _sums_fn(model: Transformer, step_config: TrainStepConfig) -> Callable:
     return sums
 
 
-def flip_prefix_visual_bits(batch: Mapping[str, jax.Array], rng: jax.Array, rate: float,
+def flip_prefix_visual_bits(batch: Mapping[str, jax.Array], rng: jax.Array, rates: Sequence[float],
                             visual_range: tuple[int, int]) -> dict[str, jax.Array]:
-    """`batch` with each bit of each visual id in the prefix flipped with probability `rate`.
+    """`batch` with each bit of each visual id in the prefix flipped with probability
+    `rates[task id]` of the token's task.
 
     A visual id is an LFQ code: its bits are the signs of the latent channels, so a flipped
     bit is a nearby latent, the kind of change an unseen drawing of the same thing makes.
@@ -132,7 +139,8 @@ def flip_prefix_visual_bits(batch: Mapping[str, jax.Array], rng: jax.Array, rate
     low, high = visual_range
     bits = (high - low).bit_length() - 1
     tokens = batch['input_tokens']
-    flips = jax.random.bernoulli(rng, rate, tokens.shape + (bits,)).astype(tokens.dtype)
+    rate = jnp.asarray(rates, jnp.float32)[batch['task_ids']]
+    flips = (jax.random.uniform(rng, tokens.shape + (bits,)) < rate[..., None]).astype(tokens.dtype)
     xor = jnp.sum(flips << jnp.arange(bits, dtype=tokens.dtype), axis=-1)
     inside = (batch['prefix_mask'] == 1) & (tokens >= low) & (tokens < high)
     return {**batch, 'input_tokens': jnp.where(inside, low + jnp.bitwise_xor(tokens - low, xor), tokens)}
@@ -155,7 +163,7 @@ def make_train_step(model: Transformer, optimizer: optax.GradientTransformation,
 
     def step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array):
         rng = jax.random.fold_in(rng, state.step)
-        if step_config.prefix_visual_bit_flip > 0:
+        if step_config.prefix_visual_bit_flip:
             flip_rng, rng = jax.random.split(rng)
             batch = flip_prefix_visual_bits(batch, flip_rng, step_config.prefix_visual_bit_flip,
                                             step_config.visual_range)

@@ -99,7 +99,7 @@ def build_job(config: ml_collections.ConfigDict, partitioner: Partitioner) -> Jo
         num_tasks=NUM_TASKS, num_microbatches=config.train.microbatches,
         z_loss_weight=float(config.train.get('z_loss_weight', 0.0)),
         task_loss_multipliers=tuple(config_lib.task_loss_multipliers(config)),
-        prefix_visual_bit_flip=float(config.train.get('prefix_visual_bit_flip', 0.0)),
+        prefix_visual_bit_flip=tuple(config_lib.prefix_visual_bit_flip_rates(config)),
         visual_range=tuple(model_config.visual_range))
     init_fn = functools.partial(create_train_state, model, optimizer)
     abstract_state, shardings = partitioner.abstract_sharded(init_fn, jax.random.key(config.seed))

@@ -8,8 +8,8 @@ import pytest
 
 from data_pipelines.testing import DEFAULT_GEOMETRY, DEFAULT_VOCAB
 from vp_jax.config import (ConfigError, apply_overrides, config_errors, default_workdir,
-                           load_config_file, read_resolved_config, resolve_config,
-                           task_loss_multipliers, validate_config, write_resolved_config)
+                           load_config_file, prefix_visual_bit_flip_rates, read_resolved_config,
+                           resolve_config, task_loss_multipliers, validate_config, write_resolved_config)
 from vp_jax.tasks import NUM_TASKS, TASKS_BY_NAME
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -64,10 +64,12 @@ def test_unknown_task_names_and_bad_rates_are_named():
     config = _runlocal()
     config.data.tasks = {'t2v': 1.0, 'text_to_song': 0.5, 'i2v': -1.0}
     config.train.task_loss_multipliers = {'t2vv': 2.0}
+    config.train.prefix_visual_bit_flip_tasks = 'video_to_audio, v2a'
     errors = '\n'.join(config_errors(config, 1, check_shards=False))
     assert "config.data.tasks: unknown task 'text_to_song'" in errors
     assert "config.data.tasks['i2v']=-1.0: expected a rate >= 0" in errors
     assert "config.train.task_loss_multipliers: unknown task 't2vv'" in errors
+    assert "config.train.prefix_visual_bit_flip_tasks: unknown task 'v2a'" in errors
 
 
 def test_bad_optimizer_model_and_train_fields_are_all_reported_at_once():
@@ -115,12 +117,6 @@ def test_resolution_takes_the_visual_grid_and_visual_ids_from_the_data():
     assert not config_errors(config, 1, check_shards=False)
     resolved = resolve_config(config, DEFAULT_VOCAB, DEFAULT_GEOMETRY, 0, {'video_len30': 30})
     assert tuple(resolved.model.visual_range) == DEFAULT_VOCAB.visual_range
-    config.model.visual_bit_embedding = False
-    config.train.prefix_visual_bit_flip = 0.05  # so does the train step's augmentation
-    resolved = resolve_config(config, DEFAULT_VOCAB, DEFAULT_GEOMETRY, 0, {'video_len30': 30})
-    assert tuple(resolved.model.visual_range) == DEFAULT_VOCAB.visual_range
-    config.train.prefix_visual_bit_flip = 1.0
-    assert any('prefix_visual_bit_flip=1.0' in e for e in config_errors(config, 1, check_shards=False))
 
 
 def test_resolution_rejects_sequences_longer_than_the_positions():
@@ -152,6 +148,18 @@ def test_task_loss_multipliers_are_indexed_by_task_id():
     multipliers = task_loss_multipliers(config)
     assert len(multipliers) == NUM_TASKS
     assert multipliers[TASKS_BY_NAME['t2v'].index] == 2.0 and sum(multipliers) == NUM_TASKS + 1
+
+
+def test_prefix_bit_flip_rates_are_indexed_by_task_id():
+    config = _runlocal()
+    assert not any(prefix_visual_bit_flip_rates(config))  # off by default
+    config.train.prefix_visual_bit_flip = 0.05
+    assert prefix_visual_bit_flip_rates(config) == [0.05] * NUM_TASKS  # no tasks named: every task
+    config.train.prefix_visual_bit_flip_tasks = 'video_to_audio'
+    rates = prefix_visual_bit_flip_rates(config)
+    assert rates[TASKS_BY_NAME['video_to_audio'].index] == 0.05 and sum(rates) == 0.05
+    config.train.prefix_visual_bit_flip = 1.0
+    assert any('prefix_visual_bit_flip=1.0' in e for e in config_errors(config, 1, check_shards=False))
 
 
 def test_resolved_config_round_trips_through_the_workdir(tmp_path):

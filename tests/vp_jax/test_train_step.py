@@ -90,25 +90,30 @@ def test_gradient_accumulation_gives_the_one_big_batch_update(tiny_training):
     np.testing.assert_allclose(metrics_four['grad_norm'], metrics_one['grad_norm'], rtol=1e-4)
 
 
-def test_prefix_bit_flips_touch_only_visual_ids_in_the_prefix_at_the_asked_rate():
-    low, high, rate = 20, 276, 0.05  # 8-bit LFQ codes
+def test_prefix_bit_flips_touch_only_visual_ids_in_the_prefix_at_each_task_s_rate():
+    low, high, rates = 20, 276, (0.0, 0.05, 0.2)  # 8-bit LFQ codes; task 0 is left alone
     rng = np.random.default_rng(0)
-    tokens = rng.integers(0, 300, (64, 400)).astype(np.int32)
-    prefix = (np.arange(400) < 300).astype(np.int32)[None].repeat(64, 0)
-    batch = {'input_tokens': tokens, 'prefix_mask': prefix, 'target_tokens': tokens + 1}
-    flipped = jax.device_get(flip_prefix_visual_bits(batch, jax.random.key(0), rate, (low, high)))
+    tokens = rng.integers(0, 300, (96, 400)).astype(np.int32)
+    prefix = (np.arange(400) < 300).astype(np.int32)[None].repeat(96, 0)
+    task_ids = np.repeat(np.arange(3, dtype=np.int32), 32)[:, None].repeat(400, 1)
+    batch = {'input_tokens': tokens, 'prefix_mask': prefix, 'target_tokens': tokens + 1, 'task_ids': task_ids}
+    flipped = jax.device_get(flip_prefix_visual_bits(batch, jax.random.key(0), rates, (low, high)))
     np.testing.assert_array_equal(flipped['target_tokens'], batch['target_tokens'])
     changed = flipped['input_tokens'] != tokens
     visual_prefix = (prefix == 1) & (tokens >= low) & (tokens < high)
     assert not changed[~visual_prefix].any()
     assert np.all((flipped['input_tokens'][visual_prefix] >= low) & (flipped['input_tokens'][visual_prefix] < high))
-    bits_flipped = np.vectorize(lambda v: bin(v).count('1'))(
-        (flipped['input_tokens'] - low) ^ (tokens - low))[visual_prefix]
-    assert abs(bits_flipped.mean() / 8 - rate) < 0.005
+    bits_flipped = np.vectorize(lambda v: bin(v).count('1'))((flipped['input_tokens'] - low) ^ (tokens - low))
+    for task, rate in enumerate(rates):
+        rows = visual_prefix & (task_ids == task)
+        assert abs(bits_flipped[rows].mean() / 8 - rate) < 0.006
+    assert TrainStepConfig(num_tasks=2, prefix_visual_bit_flip=(0.0, 0.0)).prefix_visual_bit_flip is None  # off
     with pytest.raises(ValueError, match='power-of-two'):
-        TrainStepConfig(prefix_visual_bit_flip=0.05, visual_range=(20, 120))
+        TrainStepConfig(num_tasks=2, prefix_visual_bit_flip=(0.05, 0.0), visual_range=(20, 120))
     with pytest.raises(ValueError, match=r'\[0, 1\)'):
-        TrainStepConfig(prefix_visual_bit_flip=1.0, visual_range=(20, 276))
+        TrainStepConfig(num_tasks=2, prefix_visual_bit_flip=(1.0, 0.0), visual_range=(20, 276))
+    with pytest.raises(ValueError, match='expected num_tasks=2'):
+        TrainStepConfig(num_tasks=2, prefix_visual_bit_flip=(0.05,), visual_range=(20, 276))
 
 
 def test_flop_count_counts_prefix_pairs_fully_and_outputs_causally():
