@@ -176,7 +176,8 @@ def get_config(arg=None):
     # Off: flipping each bit of the prefix's visual ids with probability 0.05 in training raised
     # video-to-audio pitch from 0.52 / 0.55 to 0.59 / 0.61 (test / validation) but lowered I2V digit
     # from 0.61 to 0.50 and inpainting's from 0.22 to 0.08 (one paired 2200-step run; README, status).
-    # On video-to-audio alone: 0.53 / 0.64, within the spread of single runs.
+    # On video-to-audio alone: 0.53 / 0.64 at 0.05, within the spread of single runs; at 0.1 it
+    # collapsed to chance (0.14 / 0.09).
     config.train.prefix_visual_bit_flip = 0.0
     config.train.prefix_visual_bit_flip_tasks = ''  # comma-separated task names; '' = every task
     config.train.peak_flops_per_device = 0.0  # > 0 adds MFU to the logs (e.g. 459e12 on v5p bf16).
