@@ -1,10 +1,14 @@
 """Perceptual loss from a frozen, pre-trained image network (MAGVIT-v2 uses ResNet-50).
 
-Nothing is downloaded: the user provides the weights file. Supported today: the Hugging
-Face `ResNetModel` / `ResNetForImageClassification` layout in a `.safetensors` file (e.g.
-`microsoft/resnet-50`'s `model.safetensors`); depths, widths and block type (basic or
-bottleneck) are read from the tensors themselves. The network is pluggable: register a
-loader in `NETWORKS` that returns `features(images) -> list of [N, h, w, C]` arrays.
+Nothing is downloaded. Networks (`loss.perceptual.network`):
+- 'resnet': the user provides the weights file (`loss.perceptual.weights_path`), the Hugging
+  Face `ResNetModel` / `ResNetForImageClassification` layout in a `.safetensors` file (e.g.
+  `microsoft/resnet-50`'s `model.safetensors`); depths, widths and block type (basic or
+  bottleneck) are read from the tensors themselves.
+- 'demo_digits': a digit classifier trained here on real frames of the embedded demo's train
+  split (`demo_perceptual.py`), cached at weights_path ('' = <tokenizer workdir>/demo_digits.msgpack).
+The network is pluggable: register a loader `(perceptual_config, workdir) -> features` in
+`NETWORKS`, where features(images) returns a list of [N, h, w, C] arrays.
 
 Loss: frames of both videos go through the network (ImageNet normalisation) and, at each
 stage output, the squared distance of channel-unit-normalised features is averaged over
@@ -92,28 +96,46 @@ def load_resnet_weights(path: str) -> dict[str, jax.Array]:
   return weights
 
 
-def _load_resnet(perceptual_config) -> Callable[[jax.Array], list[jax.Array]]:
+def imagenet_normalise(images):
+  """Images in [0, 1] -> the input every network here takes (ImageNet mean / std)."""
+  return (images - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def _load_resnet(perceptual_config, workdir: str) -> Callable[[jax.Array], list[jax.Array]]:
+  del workdir  # the user's file
   weights = load_resnet_weights(perceptual_config.weights_path)
   return lambda images: resnet_features(weights, images)
 
 
-NETWORKS: dict[str, Callable] = {"resnet": _load_resnet}
+def _load_demo_digits(perceptual_config, workdir: str) -> Callable[[jax.Array], list[jax.Array]]:
+  from vp_tokenizers.magvit2 import demo_perceptual  # pylint: disable=g-import-not-at-top (imports this module)
+  defaults = demo_perceptual.DigitNetSettings()
+  settings = demo_perceptual.DigitNetSettings(num_clips=perceptual_config.get("train_clips", defaults.num_clips),
+                                              steps=perceptual_config.get("train_steps", defaults.steps))
+  path = perceptual_config.weights_path or os.path.join(workdir, demo_perceptual.DEFAULT_FILE)
+  return demo_perceptual.DigitPerceptualNetwork.load_or_train(path, settings).features
+
+
+NETWORKS: dict[str, Callable] = {"resnet": _load_resnet, "demo_digits": _load_demo_digits}
 
 
 def _unit_normalise(x):
   return x * jax.lax.rsqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True) + 1e-10)
 
 
-def make_perceptual_loss(perceptual_config) -> Callable[[jax.Array, jax.Array], jax.Array]:
-  """(recon, video [B, T, H, W, 3] in [-1, 1]) -> scalar; the network comes from the config."""
+def make_perceptual_loss(perceptual_config, workdir: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """(recon, video [B, T, H, W, 3] in [-1, 1]) -> scalar; the network comes from the config.
+
+  workdir: the tokenizer's run directory, where networks trained here are cached.
+  """
   if perceptual_config.network not in NETWORKS:
     raise ValueError(f"loss.perceptual.network={perceptual_config.network!r}: expected one of "
                      f"{sorted(NETWORKS)}")
-  features_fn = NETWORKS[perceptual_config.network](perceptual_config)
+  features_fn = NETWORKS[perceptual_config.network](perceptual_config, workdir)
 
   def loss(recon, video):
     frames = jnp.concatenate([recon, video]).reshape((-1,) + recon.shape[2:])
-    frames = ((frames + 1.0) / 2.0 - IMAGENET_MEAN) / IMAGENET_STD
+    frames = imagenet_normalise((frames + 1.0) / 2.0)
     total = 0.0
     for f in features_fn(frames):
       a, b = jnp.split(_unit_normalise(f), 2)

@@ -241,7 +241,7 @@ def train(config, workdir: str) -> dict:
   tc = config.train
   partitioner = partitioning.Partitioner(dict(config.mesh), allow_unnamed_params=True)
   video_config = Magvit2Config.from_dict(config.model)
-  perceptual_fn = (perceptual.make_perceptual_loss(config.loss.perceptual)
+  perceptual_fn = (perceptual.make_perceptual_loss(config.loss.perceptual, workdir)
                    if config.loss.perceptual_weight > 0 else None)
   phases = {"video": make_phase("video", config, video_config, perceptual_fn)}
   if tc.image_steps > 0:

@@ -18,8 +18,6 @@ to `size` x `size`) -> features float32 [batch, 64].
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import time
 
 import flax.linen as nn
@@ -27,12 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import serialization
 
 from data_pipelines.demo import DIRECTIONS, generate_clips
 from vp_jax.evaluation import cached_model
 from vp_jax.evaluation.sprite import BACKGROUND_MAX, SPRITE_MIN
-from vp_jax.files import atomic_open
 
 FORMAT_VERSION = 2  # bumped whenever the architecture or recipe changes (2: ink channel)
 FEATURE_DIM = 64
@@ -95,10 +91,12 @@ def _accuracies(model, params, videos, labels, size) -> dict[str, float]:
     return {k: float((np.asarray(heads[k]).argmax(-1) == labels[k]).mean()) for k in labels}
 
 
-class DemoFeatureNetwork:
+class DemoFeatureNetwork(cached_model.CachedFlaxModel):
     """`frechet.FeatureNetwork` for the demo: uint8 [N, T, H, W, 3] -> float32 [N, 64]."""
 
     name = "demo_features"
+    log_name, what, format_version = "demo_features", "demo feature network", FORMAT_VERSION
+    default_settings = FeatureTrainingSettings()
 
     def __init__(self, params, info: dict):
         self.params, self.info = params, info
@@ -150,31 +148,5 @@ class DemoFeatureNetwork:
                                                    _labels(val), settings.size)}
         return cls(params, info)
 
-    def save(self, path: str) -> None:
-        payload = serialization.msgpack_serialize({"params": jax.device_get(self.params),
-                                                   "info_json": json.dumps(self.info)})
-        with atomic_open(path, "wb") as f:
-            f.write(payload)
-
-    @classmethod
-    def load(cls, path: str) -> "DemoFeatureNetwork":
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"demo feature network file not found: {path}")
-        try:
-            with open(path, "rb") as f:
-                payload = serialization.msgpack_restore(f.read())
-            info = json.loads(payload["info_json"])
-            params = payload["params"]
-        except Exception as e:  # msgpack raises several unrelated types on a corrupt file
-            raise ValueError(f"demo feature network file {path} is corrupt: {e}") from e
-        if info.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"demo feature network file {path} has format_version "
-                             f"{info.get('format_version')}; expected {FORMAT_VERSION}")
-        return cls(jax.tree.map(jnp.asarray, params), info)
-
-    @classmethod
-    def load_or_train(cls, path: str, settings: FeatureTrainingSettings = FeatureTrainingSettings()
-                      ) -> "DemoFeatureNetwork":
-        """Loads `path` if it holds a network trained with `settings`; else trains and saves."""
-        return cached_model.load_or_train(cls, path, settings, "demo_features",
-                                          lambda n: f"validation accuracy {n.info['validation_accuracy']}")
+    def describe(self) -> str:
+        return f"validation accuracy {self.info['validation_accuracy']}"

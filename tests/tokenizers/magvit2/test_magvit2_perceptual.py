@@ -1,4 +1,5 @@
-"""The perceptual network loads Hugging Face ResNet safetensors and matches transformers."""
+"""Perceptual networks: Hugging Face ResNet safetensors match transformers; the demo digit network trains and caches."""
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -7,6 +8,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import ResNetConfig, ResNetForImageClassification
 
+from vp_tokenizers.magvit2 import demo_perceptual
 from vp_tokenizers.magvit2 import perceptual
 
 
@@ -43,7 +45,7 @@ def test_stage_features_match_transformers_resnet(hf_resnet):
 def test_perceptual_loss_is_zero_for_identical_videos_and_grows_with_noise(hf_resnet):
   _, path = hf_resnet
   loss = perceptual.make_perceptual_loss(ml_collections.ConfigDict(dict(network="resnet",
-                                                                        weights_path=path)))
+                                                                        weights_path=path)), "")
   video = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (1, 2, 32, 32, 3)), jnp.float32)
   noise = jnp.asarray(np.random.default_rng(2).normal(size=video.shape), jnp.float32)
   assert float(loss(video, video)) == pytest.approx(0.0, abs=1e-6)
@@ -59,3 +61,46 @@ def test_missing_or_foreign_weights_give_clear_errors(tmp_path):
   (tmp_path / "corrupt.safetensors").write_bytes(b"garbage")
   with pytest.raises(ValueError, match="cannot read"):
     perceptual.load_resnet_weights(str(tmp_path / "corrupt.safetensors"))
+
+
+def _demo_digits_config(**overrides):
+  return ml_collections.ConfigDict({**dict(network="demo_digits", weights_path="", train_clips=6, train_steps=3),
+                                   **overrides})
+
+
+def test_demo_digit_network_is_trained_once_and_feeds_the_perceptual_loss(tmp_path):
+  loss = perceptual.make_perceptual_loss(_demo_digits_config(), str(tmp_path))
+  cache = tmp_path / demo_perceptual.DEFAULT_FILE
+  network = demo_perceptual.DigitPerceptualNetwork.load(str(cache))
+  assert network.info["settings"]["num_clips"] == 6 and network.info["settings"]["steps"] == 3
+  assert 0.0 <= network.info["validation_accuracy"] <= 1.0
+  video = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (1, 3, 32, 32, 3)), jnp.float32)
+  noise = jnp.asarray(np.random.default_rng(2).normal(size=video.shape), jnp.float32)
+  assert float(loss(video, video)) == pytest.approx(0.0, abs=1e-6)
+  assert 0 < float(loss(video + 0.1 * noise, video)) < float(loss(video + 0.5 * noise, video))
+  grad = jax.grad(lambda r: loss(r, video))(video + 0.1 * noise)
+  assert np.all(np.isfinite(grad)) and float(jnp.abs(grad).sum()) > 0
+
+  stamp = cache.stat().st_mtime_ns  # same settings: loaded, not retrained
+  perceptual.make_perceptual_loss(_demo_digits_config(), str(tmp_path))
+  assert cache.stat().st_mtime_ns == stamp
+  perceptual.make_perceptual_loss(_demo_digits_config(train_steps=4), str(tmp_path))  # stale: retrained
+  assert demo_perceptual.DigitPerceptualNetwork.load(str(cache)).info["settings"]["steps"] == 4
+  cache.write_bytes(b"\x93garbage")  # corrupt: retrained
+  perceptual.make_perceptual_loss(_demo_digits_config(), str(tmp_path))
+  assert demo_perceptual.DigitPerceptualNetwork.load(str(cache)).info["settings"]["steps"] == 3
+
+
+def test_demo_digit_network_learns_digits_from_real_frames():
+  settings = demo_perceptual.DigitNetSettings(num_clips=200, steps=150, batch_size=64, num_validation_clips=64)
+  network = demo_perceptual.DigitPerceptualNetwork.train(settings)
+  assert network.info["validation_accuracy"] > 0.5  # unseen handwriting; chance is 0.1
+
+
+def test_bad_perceptual_settings_name_the_field(tmp_path):
+  with pytest.raises(ValueError, match="loss.perceptual.train_clips"):
+    perceptual.make_perceptual_loss(_demo_digits_config(train_clips=0), str(tmp_path))
+  with pytest.raises(ValueError, match="loss.perceptual.network='vgg'"):
+    perceptual.make_perceptual_loss(_demo_digits_config(network="vgg"), str(tmp_path))
+  with pytest.raises(FileNotFoundError, match="loss.perceptual.weights_path"):
+    perceptual.make_perceptual_loss(ml_collections.ConfigDict(dict(network="resnet", weights_path="")), "")
