@@ -27,11 +27,9 @@ its networks (`perceptual.imagenet_normalise`), [N, H, W, 3], any H and W.
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -109,26 +107,17 @@ class DigitPerceptualNetwork(cached_model.CachedFlaxModel):
     frames, digits = _frames("train", settings.num_clips, settings)
     model = DigitFrameNet()
     params = model.init(jax.random.key(settings.seed), frames[:1])["params"]
-    optimizer = optax.adam(settings.learning_rate)
-    opt_state = optimizer.init(params)
 
-    @jax.jit
-    def step(params, opt_state, x, y):
-      def loss_fn(p):
-        return optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p}, x)[1], y).mean()
-      loss, grads = jax.value_and_grad(loss_fn)(params)
-      updates, opt_state = optimizer.update(grads, opt_state)
-      return optax.apply_updates(params, updates), opt_state, loss
+    def loss_fn(p, batch):
+      x, y = batch
+      return optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p}, x)[1], y).mean()
 
-    rng = np.random.default_rng(settings.seed)
-    start = time.time()
-    for i in range(1, settings.steps + 1):
+    def sample_batch(rng):
       idx = rng.integers(0, len(frames), settings.batch_size)
-      params, opt_state, loss = step(params, opt_state, frames[idx], digits[idx])
-      if i % 100 == 0 or i == settings.steps:
-        rate = i / (time.time() - start)
-        print(f"[{NAME}] step {i}/{settings.steps} loss={float(loss):.3f} {rate:.2f} step/s "
-              f"ETA {(settings.steps - i) / rate:.0f}s", flush=True)
+      return frames[idx], digits[idx]
+
+    params = cached_model.fit(params, loss_fn, sample_batch, settings.steps, settings.learning_rate,
+                              settings.seed, NAME, log_every=100)
     network = cls(params, {"format_version": FORMAT_VERSION, "settings": dataclasses.asdict(settings)})
     network.info["validation_accuracy"] = network.accuracy(
         *_frames("validation", min(settings.num_validation_clips, settings.num_clips), settings))

@@ -3,7 +3,7 @@
 The digit classifier and the demo feature network (scorers), and the video tokenizer's demo
 perceptual network (tokenizers/magvit2/demo_perceptual.py), are small models trained once from
 real demo material; each is cached to a file and reused while its training settings match.
-Flax networks (`CachedFlaxModel`) are stored as msgpack with their info (settings, format
+Flax networks are fitted with `fit` (Adam, progress lines) and (`CachedFlaxModel`) stored as msgpack with their info (settings, format
 version, figures) beside the parameters.
 """
 from __future__ import annotations
@@ -11,9 +11,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
 from flax import serialization
 
 from vp_jax.files import atomic_open
@@ -87,3 +91,26 @@ class CachedFlaxModel:
     def load_or_train(cls, path: str, settings=None):
         """Loads `path` if it holds a network trained with `settings`; else trains and saves."""
         return load_or_train(cls, path, settings or cls.default_settings, cls.log_name, lambda m: m.describe())
+
+
+def fit(params, loss_fn: Callable, sample_batch: Callable[[np.random.Generator], object], steps: int,
+        learning_rate: float, seed: int, log_name: str, log_every: int):
+    """Adam on loss_fn(params, batch) for `steps` batches from sample_batch(rng); prints progress."""
+    optimizer = optax.adam(learning_rate)
+    opt_state = optimizer.init(params)
+
+    @jax.jit
+    def step(params, opt_state, batch):
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+        updates, opt_state = optimizer.update(grads, opt_state)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    rng = np.random.default_rng(seed)
+    start = time.time()
+    for i in range(1, steps + 1):
+        params, opt_state, loss = step(params, opt_state, sample_batch(rng))
+        if i % log_every == 0 or i == steps:
+            rate = i / (time.time() - start)
+            print(f"[{log_name}] step {i}/{steps} loss={float(loss):.3f} {rate:.2f} step/s "
+                  f"ETA {(steps - i) / rate:.0f}s", flush=True)
+    return params

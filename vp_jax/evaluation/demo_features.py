@@ -18,7 +18,6 @@ to `size` x `size`) -> features float32 [batch, 64].
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import flax.linen as nn
 import jax
@@ -118,29 +117,19 @@ class DemoFeatureNetwork(cached_model.CachedFlaxModel):
         labels = _labels(clips)
         model = DemoVideoEncoder()
         params = model.init(jax.random.key(settings.seed), _prepare(jnp.asarray(videos[:1]), settings.size))["params"]
-        optimizer = optax.adam(settings.learning_rate)
-        opt_state = optimizer.init(params)
 
-        @jax.jit
-        def step(params, opt_state, batch_videos, batch_labels):
-            def loss_fn(p):
-                _, heads = model.apply({"params": p}, _prepare(batch_videos, settings.size))
-                return sum(optax.softmax_cross_entropy_with_integer_labels(heads[k], batch_labels[k]).mean()
-                           for k in heads)
-            loss, grads = jax.value_and_grad(loss_fn)(params)
-            updates, opt_state = optimizer.update(grads, opt_state)
-            return optax.apply_updates(params, updates), opt_state, loss
+        def loss_fn(p, batch):
+            batch_videos, batch_labels = batch
+            _, heads = model.apply({"params": p}, _prepare(batch_videos, settings.size))
+            return sum(optax.softmax_cross_entropy_with_integer_labels(heads[k], batch_labels[k]).mean()
+                       for k in heads)
 
-        rng = np.random.default_rng(settings.seed)
-        start = time.time()
-        for i in range(1, settings.steps + 1):
+        def sample_batch(rng):
             idx = rng.choice(len(videos), settings.batch_size, replace=False)
-            params, opt_state, loss = step(params, opt_state, jnp.asarray(videos[idx]),
-                                           {k: jnp.asarray(v[idx]) for k, v in labels.items()})
-            if i % 50 == 0 or i == settings.steps:
-                rate = i / (time.time() - start)
-                print(f"[demo_features] step {i}/{settings.steps} loss={float(loss):.3f} "
-                      f"{rate:.2f} step/s ETA {(settings.steps - i) / rate:.0f}s", flush=True)
+            return jnp.asarray(videos[idx]), {k: jnp.asarray(v[idx]) for k, v in labels.items()}
+
+        params = cached_model.fit(params, loss_fn, sample_batch, settings.steps, settings.learning_rate,
+                                  settings.seed, "demo_features", log_every=50)
         val = list(generate_clips("validation", settings.num_validation_clips, settings.seed, size=settings.size,
                                   handwritings_per_digit=0))
         info = {"format_version": FORMAT_VERSION, "settings": dataclasses.asdict(settings),
