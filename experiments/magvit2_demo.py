@@ -94,7 +94,7 @@ def get_config(arg=None):
       adversarial_start_step=0, r1_gamma=10.0, lecam_weight=0.001,
       # perceptual_weight 0.0 keeps the main job within its CPU time budget. In one main-job run
       # each on the slower dev machine, 0.25 raised video-to-audio pitch from 0.54 to 0.67 (test
-      # and validation clips together) with the other tasks held or better, for ~10 minutes more
+      # and validation clips together) with the other tasks about the same or better, for ~10 minutes more
       # in this stage; 1.0 made the ids harder for the LM to learn (README, status).
       # With perceptual_weight > 0: the demo's own network (tokenizers/magvit2/demo_perceptual.py),
       # trained first on train_clips real train-split clips for train_steps; '' caches it in the
