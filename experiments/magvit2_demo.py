@@ -24,7 +24,10 @@ after encode+decode rose from 0.73 to 0.80 and held-out video PSNR from 22.8 to 
 the main job's LM learned its ids worse in the CPU budget (validation loss at step 1800 0.454
 against 0.246): video-to-audio pitch 0.61 / 0.59 against 0.52 / 0.55, text-to-video digit
 0.875 / 0.875 against 0.97 / 0.91, image-to-video digit 0.30 against 0.61 (one run each on
-the slow 2-core host; README, status).
+the slow 2-core host; README, status). At weight 0.25 the LM learned the ids as well as without
+the loss, and video-to-audio pitch rose to 0.69 / 0.66 (0.67 over both against 0.54) with the other
+tasks about the same or better; it stays off because this stage then took 1729 s against 1134 s
+(about 400 s of it the digit network, once): enough, by estimate, to put the main job past 25 minutes on the faster machine.
 Ids the LM can learn: the losses keep every LFQ bit far from zero (commitment 1.0) without
 pushing plain background onto spare codes (entropy 0.05), and the encoder normalises each
 position alone (model.encoder_norm='position'). With the paper's commitment 0.25 and entropy
@@ -92,10 +95,6 @@ def get_config(arg=None):
       entropy_start_multiplier=4.0, entropy_anneal_steps=500, entropy_temperature=0.01,
       entropy_group_bits=12, perceptual_weight=0.0, adversarial_weight=0.0,
       adversarial_start_step=0, r1_gamma=10.0, lecam_weight=0.001,
-      # perceptual_weight 0.0 keeps the main job within its CPU time budget. In one main-job run
-      # each on the slower dev machine, 0.25 raised video-to-audio pitch from 0.54 to 0.67 (test
-      # and validation clips together) with the other tasks about the same or better, for ~10 minutes more
-      # in this stage; 1.0 made the ids harder for the LM to learn (README, status).
       # With perceptual_weight > 0: the demo's own network (tokenizers/magvit2/demo_perceptual.py),
       # trained first on train_clips real train-split clips for train_steps; '' caches it in the
       # workdir. MAGVIT-v2's ResNet-50: network="resnet", weights_path=".../model.safetensors".
