@@ -37,7 +37,7 @@ def get_config(arg=None):
       entropy_start_multiplier=4.0, entropy_anneal_steps=2_000, entropy_temperature=0.01,
       entropy_group_bits=9, perceptual_weight=0.1, adversarial_weight=0.1,
       adversarial_start_step=0, r1_gamma=10.0, lecam_weight=0.001,
-      perceptual=ml_collections.ConfigDict(dict(network="resnet", weights_path=""))))
+      perceptual=ml_collections.ConfigDict(dict(network="resnet", weights_path="", frames_per_clip=0))))
   c.discriminator = ml_collections.ConfigDict(dict(
       base_channels=64, channel_multipliers=(2, 4, 4, 4, 4), learning_rate=1e-4))
   c.eval = ml_collections.ConfigDict(dict(every_steps=10_000, num_clips=256, batch_size=16,

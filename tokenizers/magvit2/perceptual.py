@@ -13,8 +13,11 @@ The network is pluggable: register a loader `(perceptual_config, workdir) -> fea
 Loss: frames of both videos go through the network (ImageNet normalisation) and, at each
 stage output, the squared distance of channel-unit-normalised features is averaged over
 positions and summed over stages (LPIPS without its learned channel weights).
+`loss.perceptual.frames_per_clip` > 0 scores that many frames of each clip, drawn afresh each
+step, instead of all of them: the network's cost grows with the frames it sees, and on video
+clips it would otherwise run on every frame of every step (0 = every frame).
 
-    recon, video [B, T, H, W, 3] in [-1, 1] -> scalar
+    recon, video [B, T, H, W, 3] in [-1, 1], key -> scalar
 """
 import os
 import re
@@ -123,17 +126,33 @@ def _unit_normalise(x):
   return x * jax.lax.rsqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True) + 1e-10)
 
 
-def make_perceptual_loss(perceptual_config, workdir: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
-  """(recon, video [B, T, H, W, 3] in [-1, 1]) -> scalar; the network comes from the config.
+def pick_frames(recon: jax.Array, video: jax.Array, frames_per_clip: int, key: jax.Array):
+  """The same frames_per_clip random frames of each clip from both [B, T, ...] videos (all if T <= it)."""
+  batch, num_frames = recon.shape[:2]
+  if frames_per_clip <= 0 or frames_per_clip >= num_frames:
+    return recon, video
+  order = jnp.argsort(jax.random.uniform(key, (batch, num_frames)), axis=1)[:, :frames_per_clip]
+  take = lambda x: jnp.take_along_axis(x, order.reshape(order.shape + (1,) * (x.ndim - 2)), axis=1)
+  return take(recon), take(video)
+
+
+def make_perceptual_loss(perceptual_config, workdir: str) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
+  """(recon, video [B, T, H, W, 3] in [-1, 1], key) -> scalar; the network comes from the config.
 
   workdir: the tokenizer's run directory, where networks trained here are cached.
+  key: draws the frames scored when `frames_per_clip` is set.
   """
   if perceptual_config.network not in NETWORKS:
     raise ValueError(f"loss.perceptual.network={perceptual_config.network!r}: expected one of "
                      f"{sorted(NETWORKS)}")
+  frames_per_clip = perceptual_config.get("frames_per_clip", 0)
+  if not isinstance(frames_per_clip, int) or frames_per_clip < 0:
+    raise ValueError(f"loss.perceptual.frames_per_clip={frames_per_clip!r}: expected an int >= 0 "
+                     "(0 = every frame)")
   features_fn = NETWORKS[perceptual_config.network](perceptual_config, workdir)
 
-  def loss(recon, video):
+  def loss(recon, video, key):
+    recon, video = pick_frames(recon, video, frames_per_clip, key)
     frames = jnp.concatenate([recon, video]).reshape((-1,) + recon.shape[2:])
     frames = imagenet_normalise((frames + 1.0) / 2.0)
     total = 0.0

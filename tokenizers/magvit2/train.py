@@ -144,7 +144,8 @@ def make_phase(name: str, config, model_config: Magvit2Config, perceptual_fn) ->
                  "codebook_entropy": ent.codebook_entropy, "entropy_weight": ent_weight,
                  **lfq.codebook_usage(aux["ids"], model_config.num_bits)}
       if perceptual_fn is not None:
-        metrics["perceptual"] = perceptual_fn(recon, video)
+        metrics["perceptual"] = perceptual_fn(recon, video,
+                                              jax.random.fold_in(jax.random.key(config.seed), step))
         total += lc.perceptual_weight * metrics["perceptual"]
       if use_gan:
         metrics["generator_adversarial"] = losses.generator_adversarial_loss(

@@ -1,4 +1,7 @@
-"""Perceptual networks: Hugging Face ResNet safetensors match transformers; the demo digit network trains and caches."""
+"""Perceptual networks: Hugging Face ResNet safetensors match transformers; the demo digit network
+trains and caches; the tokenizer's step scores the frames it draws."""
+import os
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -8,8 +11,14 @@ import torch
 from safetensors.torch import save_file
 from transformers import ResNetConfig, ResNetForImageClassification
 
+from vp_jax.config import load_config_file
+from vp_tokenizers.magvit2 import data as data_lib
 from vp_tokenizers.magvit2 import demo_perceptual
 from vp_tokenizers.magvit2 import perceptual
+from vp_tokenizers.magvit2 import train
+from vp_tokenizers.magvit2.model import Magvit2, Magvit2Config
+
+_DEMO_CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "..", "experiments", "magvit2_demo.py")
 
 
 @pytest.fixture(scope="module", params=["bottleneck", "basic"])
@@ -48,8 +57,26 @@ def test_perceptual_loss_is_zero_for_identical_videos_and_grows_with_noise(hf_re
                                                                         weights_path=path)), "")
   video = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (1, 2, 32, 32, 3)), jnp.float32)
   noise = jnp.asarray(np.random.default_rng(2).normal(size=video.shape), jnp.float32)
-  assert float(loss(video, video)) == pytest.approx(0.0, abs=1e-6)
-  assert 0 < float(loss(video + 0.1 * noise, video)) < float(loss(video + 0.5 * noise, video))
+  key = jax.random.key(0)
+  assert float(loss(video, video, key)) == pytest.approx(0.0, abs=1e-6)
+  assert 0 < float(loss(video + 0.1 * noise, video, key)) < float(loss(video + 0.5 * noise, video, key))
+
+
+def test_frames_per_clip_scores_the_same_random_frames_of_both_videos():
+  video = jnp.arange(2 * 5, dtype=jnp.float32).reshape(2, 5, 1, 1, 1) * jnp.ones((1, 1, 2, 2, 3))
+  recon = video + 100.0
+  for step in range(4):
+    r, v = perceptual.pick_frames(recon, video, 2, jax.random.fold_in(jax.random.key(0), step))
+    assert r.shape == v.shape == (2, 2, 2, 2, 3)
+    np.testing.assert_array_equal(r - 100.0, v)  # the same frames of recon and video
+    picked = np.asarray(v[:, :, 0, 0, 0]).astype(int)
+    for clip in range(2):  # distinct frames of that clip
+      assert len(set(picked[clip])) == 2 and all(clip * 5 <= f < clip * 5 + 5 for f in picked[clip])
+  draws = {tuple(np.asarray(perceptual.pick_frames(recon, video, 2, jax.random.key(s))[1][0, :, 0, 0, 0]))
+           for s in range(20)}
+  assert len(draws) > 3  # redrawn with the key, not a fixed pair
+  assert perceptual.pick_frames(recon, video, 0, jax.random.key(0))[1].shape[1] == 5  # 0 = every frame
+  assert perceptual.pick_frames(recon, video, 9, jax.random.key(0))[1].shape[1] == 5
 
 
 def test_missing_or_foreign_weights_give_clear_errors(tmp_path):
@@ -76,9 +103,10 @@ def test_demo_digit_network_is_trained_once_and_feeds_the_perceptual_loss(tmp_pa
   assert 0.0 <= network.info["validation_accuracy"] <= 1.0
   video = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (1, 3, 32, 32, 3)), jnp.float32)
   noise = jnp.asarray(np.random.default_rng(2).normal(size=video.shape), jnp.float32)
-  assert float(loss(video, video)) == pytest.approx(0.0, abs=1e-6)
-  assert 0 < float(loss(video + 0.1 * noise, video)) < float(loss(video + 0.5 * noise, video))
-  grad = jax.grad(lambda r: loss(r, video))(video + 0.1 * noise)
+  key = jax.random.key(0)
+  assert float(loss(video, video, key)) == pytest.approx(0.0, abs=1e-6)
+  assert 0 < float(loss(video + 0.1 * noise, video, key)) < float(loss(video + 0.5 * noise, video, key))
+  grad = jax.grad(lambda r: loss(r, video, key))(video + 0.1 * noise)
   assert np.all(np.isfinite(grad)) and float(jnp.abs(grad).sum()) > 0
 
   stamp = cache.stat().st_mtime_ns  # same settings: loaded, not retrained
@@ -100,7 +128,34 @@ def test_demo_digit_network_learns_digits_from_real_frames():
 def test_bad_perceptual_settings_name_the_field(tmp_path):
   with pytest.raises(ValueError, match="loss.perceptual.train_clips"):
     perceptual.make_perceptual_loss(_demo_digits_config(train_clips=0), str(tmp_path))
+  with pytest.raises(ValueError, match="loss.perceptual.frames_per_clip=-1"):
+    perceptual.make_perceptual_loss(_demo_digits_config(frames_per_clip=-1), str(tmp_path))
   with pytest.raises(ValueError, match="loss.perceptual.network='vgg'"):
     perceptual.make_perceptual_loss(_demo_digits_config(network="vgg"), str(tmp_path))
   with pytest.raises(FileNotFoundError, match="loss.perceptual.weights_path"):
     perceptual.make_perceptual_loss(ml_collections.ConfigDict(dict(network="resnet", weights_path="")), "")
+
+
+def test_trainer_scores_the_frames_its_step_draws(tmp_path):
+  """The tokenizer's step adds perceptual_weight x the loss on frames drawn from (seed, step)."""
+  config = load_config_file(_DEMO_CONFIG, "quick")
+  config.model.update(base_channels=4, num_groups=2, num_bits=6)
+  config.data.update(source="demo", num_frames=5, height=16, width=16)
+  config.train.update(batch_size=2, image_steps=0, num_steps=2, video_num_frames=0)
+  config.loss.update(perceptual_weight=0.25)
+  config.loss.perceptual.update(train_clips=6, train_steps=3, frames_per_clip=2)
+  loss = perceptual.make_perceptual_loss(config.loss.perceptual, str(tmp_path))
+  phase = train.make_phase("video", config, Magvit2Config.from_dict(config.model), loss)
+  batch = data_lib.batch_of_clips(data_lib.make_source(config.data, "train"), 0, 2)
+  video = jnp.asarray(batch, jnp.float32) / 127.5 - 1.0
+  state = jax.jit(phase.init_state)(jax.random.key(0, impl="rbg"))
+  for step in range(2):
+    recon = Magvit2(phase.model_config).apply(state["params"], video)[0]
+    key = jax.random.fold_in(jax.random.key(config.seed), step)
+    expected = float(loss(recon, video, key))
+    state, metrics = jax.jit(phase.train_step)(state, batch)
+    assert float(metrics["perceptual"]) == pytest.approx(expected, rel=1e-4)
+    every_frame = float(perceptual.make_perceptual_loss(
+        ml_collections.ConfigDict({**config.loss.perceptual.to_dict(), "frames_per_clip": 0}),
+        str(tmp_path))(recon, video, key))
+    assert float(metrics["perceptual"]) != pytest.approx(every_frame, rel=1e-4)
