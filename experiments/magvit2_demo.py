@@ -31,8 +31,10 @@ about the same or better, but this stage took 1729 s against 1134 s. With this c
 settings (600 steps of batch 64; 2 frames of each video clip) it took 1285 s, and video-to-audio
 scored 0.70 / 0.58 (0.64), T2V digit 0.91 / 0.98, while the LM learned the ids less well
 (validation loss at step 1800 0.315 against 0.246) and continuation direction fell to 0.86. It
-stays off: on the faster machine, where the job has ~1-4 minutes to spare, neither its cost
-(~40 s by estimate) nor its gain has been measured.
+stays off: on a third 2-core machine (Intel, AVX-512), paired with the default from empty
+workdirs, it added 86 s to this stage and lowered video-to-audio to 0.59 / 0.66 (0.73 / 0.69
+without) and text-to-video digit to 0.78 / 0.78 (0.92 / 0.97), below the 0.8 target; the LM
+again learned the ids worse (validation loss at step 1800 0.370 against 0.258).
 Ids the LM can learn: the losses keep every LFQ bit far from zero (commitment 1.0) without
 pushing plain background onto spare codes (entropy 0.05), and the encoder normalises each
 position alone (model.encoder_norm='position'). With the paper's commitment 0.25 and entropy
