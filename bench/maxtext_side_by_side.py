@@ -5,9 +5,11 @@
 
 Runs MaxText (synthetic data, no checkpointing) and our bench alternately, MaxText first, for
 --rounds rounds in subprocesses with the same environment and XLA_FLAGS (--cpu_xla_flags is
-set for both; --cpu_xla_flags= runs both without it). The shape is the issue-2 comparison
-shape (4 layers, d_model 256, 4 heads x 64, SwiGLU 1024, vocab 4096, length 512, batch 8,
-fp32, causal). MaxText's step time is the median of its `completed step: N, seconds: S` log
+set for both; it must name --xla_cpu_experimental_ynn_fusion_type, which our train step's own
+compile option (vp_jax/cpu_fusions.py) then leaves to XLA_FLAGS, so both sides compile alike;
+--cpu_xla_flags=--xla_cpu_experimental_ynn_fusion_type= runs both without YNNPACK fusions).
+The shape is the issue-2 comparison shape (4 layers, d_model 256, 4 heads x 64, SwiGLU 1024,
+vocab 4096, length 512, batch 8, fp32, causal). MaxText's step time is the median of its `completed step: N, seconds: S` log
 lines after --skip_steps; ours is bench/train_step.py's `tokens_per_s=`. The last line is
 `ratio=<ours/maxtext>` (median tokens/s over rounds); without a working MaxText it says
 so and exits 2. Each side's process-CPU seconds per step (MaxText's read from /proc at each
@@ -30,7 +32,8 @@ import subprocess
 import sys
 import threading
 
-YNN_FUSIONS = '--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce'
+from vp_jax.cpu_fusions import YNN_FUSION_OPTION, YNN_FUSIONS_FLAG
+
 BATCH, LENGTH = 8, 512
 SHAPE = (f'base_num_decoder_layers=4 base_emb_dim=256 base_num_query_heads=4 base_num_kv_heads=4 head_dim=64 '
          f'base_mlp_dim=1024 mlp_activations=[silu,linear] vocab_size=4096 max_target_length={LENGTH} '
@@ -119,13 +122,17 @@ def main() -> None:
     parser.add_argument('--maxtext_python', help='a Python that can import maxtext')
     parser.add_argument('--maxtext_cmd', help='MaxText train command up to and including its config file')
     parser.add_argument('--maxtext_overrides', default='', help='extra MaxText key=value settings')
-    parser.add_argument('--cpu_xla_flags', default=YNN_FUSIONS, help='appended to XLA_FLAGS for both sides')
+    parser.add_argument('--cpu_xla_flags', default=YNN_FUSIONS_FLAG,
+                        help=f'appended to XLA_FLAGS for both sides; must name --{YNN_FUSION_OPTION}')
     parser.add_argument('--rounds', type=int, default=2)
     parser.add_argument('--steps', type=int, default=20, help='MaxText steps per round')
     parser.add_argument('--skip_steps', type=int, default=3, help='MaxText steps left out (compile, warm-up)')
     parser.add_argument('--ours_steps', type=int, default=10)
     parser.add_argument('--timeout', type=float, default=1800, help='seconds per subprocess')
     args = parser.parse_args()
+    if f'--{YNN_FUSION_OPTION}' not in f"{os.environ.get('XLA_FLAGS', '')} {args.cpu_xla_flags}":
+        parser.error(f'--cpu_xla_flags must name --{YNN_FUSION_OPTION} (with an empty value for none): otherwise our step '
+                     "compiles with YNNPACK fusions and MaxText's does not.")
 
     env = dict(os.environ, JAX_PLATFORMS=os.environ.get('JAX_PLATFORMS', 'cpu'))
     env['XLA_FLAGS'] = f"{env.get('XLA_FLAGS', '')} {args.cpu_xla_flags}".strip()

@@ -1,8 +1,8 @@
 """Steady-state LM train-step speed: step time, tokens/s and achieved FLOP/s.
 
     python bench/train_step.py                       # the MaxText comparison shape (below)
-    python bench/train_step.py --steps=20 --scan_layers=true --remat_policy=full --cpu_xla_flags=
-    python bench/train_step.py --cpu_xla_flags= --dtype=bfloat16 --attention_impl=cudnn --peak_tflops=989 ...  # GPU
+    python bench/train_step.py --steps=20 --scan_layers=true --remat_policy=full
+    python bench/train_step.py --dtype=bfloat16 --attention_impl=cudnn --peak_tflops=989 ...  # GPU
 
 Default shape: 4 layers, d_model 256, 4 heads x 64, SwiGLU MLP 1024, RMSNorm, RoPE, vocab
 4096, sequence 512, batch 8, float32, all causal (empty prefix); AdamW. FLOPs are the
@@ -11,9 +11,10 @@ over the timed steps). On a shared machine the figures are noisy: say so when qu
 
 CPU choices, measured on the 2-core Xeon (Sapphire Rapids) dev box under heavy contention
 (load 12-15), in process-CPU seconds per step: scanned layers 4.55, unrolled 3.77,
-unrolled + XLA's YNN fusions of dots, elementwise ops and reductions (the default
-`--cpu_xla_flags`) 3.22, plus causal key-block skipping in attention 2.97. The YNN fusion
-flag is experimental in XLA 0.10; the model tests pass with it.
+unrolled + XLA's YNN fusions of dots, elementwise ops and reductions 3.22, plus causal
+key-block skipping in attention 2.97. The trainer's step compiles with those fusions on CPU
+(vp_jax/cpu_fusions.py); `--cpu_xla_flags=--xla_cpu_experimental_ynn_fusion_type=` measures
+the step without any.
 """
 from __future__ import annotations
 
@@ -28,7 +29,6 @@ import numpy as np
 from vp_jax.vocabulary import Modality  # numpy only: jax must not start before XLA_FLAGS is set.
 
 # jax is imported in main(), after --cpu_xla_flags is in XLA_FLAGS (read once, at backend start).
-YNN_FUSIONS = '--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce'
 
 
 def _flag_bool(text: str) -> bool:
@@ -50,8 +50,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--vocab_size', type=int, default=4096)
     parser.add_argument('--dtype', default='float32')
     parser.add_argument('--scan_layers', type=_flag_bool, default=False)
-    parser.add_argument('--cpu_xla_flags', default=YNN_FUSIONS,
-                        help='appended to XLA_FLAGS: CPU-only fusions (empty: none; pass empty on GPUs and TPUs)')
+    parser.add_argument('--cpu_xla_flags', default='', help='appended to XLA_FLAGS (read when JAX starts)')
     parser.add_argument('--remat_policy', default='none')
     parser.add_argument('--attention_impl', default='xla', help="'xla', 'cudnn' (GPU, bf16) or 'splash' (TPU)")
     parser.add_argument('--peak_tflops', type=float, default=0.0,

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from vp_jax.cpu_fusions import lm_compiler_options
 from vp_jax.features import FEATURE_DTYPES, TEXT_EMBEDDINGS
 from vp_jax.layers import constrain
 from vp_jax.losses import cross_entropy_sums
@@ -206,7 +207,8 @@ def make_eval_step(model: Transformer, step_config: TrainStepConfig | Mapping[st
 
 
 def jit_train_step(partitioner: Partitioner, train_step: Callable, state_shardings: Any) -> Callable:
-    """jax.jit of `train_step` with state/batch/rng shardings and the state donated.
+    """jax.jit of `train_step` with state/batch/rng shardings, the state donated, and on CPU
+    XLA's YNNPACK fusions (vp_jax/cpu_fusions.py).
 
     Tracing happens inside `partitioner.activate()`, so the model's logical activation
     constraints bind to this mesh. `.lower(state, batch, rng).compile()` on the result gives
@@ -217,7 +219,8 @@ def jit_train_step(partitioner: Partitioner, train_step: Callable, state_shardin
             return train_step(state, batch, rng)
 
     return jax.jit(traced, in_shardings=(state_shardings, partitioner.data_sharding, partitioner.replicated),
-                   out_shardings=(state_shardings, partitioner.replicated), donate_argnums=(0,))
+                   out_shardings=(state_shardings, partitioner.replicated), donate_argnums=(0,),
+                   compiler_options=lm_compiler_options(partitioner.mesh))
 
 
 def jit_eval_step(partitioner: Partitioner, eval_step: Callable, params_shardings: Any) -> Callable:
@@ -226,7 +229,7 @@ def jit_eval_step(partitioner: Partitioner, eval_step: Callable, params_sharding
             return eval_step(params, batch)
 
     return jax.jit(traced, in_shardings=(params_shardings, partitioner.data_sharding),
-                   out_shardings=partitioner.replicated)
+                   out_shardings=partitioner.replicated, compiler_options=lm_compiler_options(partitioner.mesh))
 
 
 def batch_spec(partitioner: Partitioner, batch_size: int, length: int, text_length: int = 0,
