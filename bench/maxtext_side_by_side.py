@@ -9,8 +9,8 @@ set for both; it must name --xla_cpu_experimental_ynn_fusion_type, which our tra
 compile option (vp_jax/cpu_fusions.py) then leaves to XLA_FLAGS, so both sides compile alike;
 --cpu_xla_flags=--xla_cpu_experimental_ynn_fusion_type= runs both without YNNPACK fusions).
 The shape is the issue-2 comparison shape (4 layers, d_model 256, 4 heads x 64, SwiGLU 1024,
-vocab 4096, length 512, batch 8, fp32, causal). MaxText's step time is the median of its `completed step: N, seconds: S` log
-lines after --skip_steps; ours is bench/train_step.py's `tokens_per_s=`. The last line is
+vocab 4096, length 512, batch 8, fp32, causal). MaxText's step time is the median of its
+`completed step: N, seconds: S` log lines after --skip_steps; ours is bench/train_step.py's `tokens_per_s=`. The last line is
 `ratio=<ours/maxtext>` (median tokens/s over rounds); without a working MaxText it says
 so and exits 2. Each side's process-CPU seconds per step (MaxText's read from /proc at each
 step line) are steadier than wall time on a shared machine: their quotient is `cpu_ratio`. MaxText's own defaults (scanned layers, full remat) apply unless
@@ -131,8 +131,8 @@ def main() -> None:
     parser.add_argument('--timeout', type=float, default=1800, help='seconds per subprocess')
     args = parser.parse_args()
     if f'--{YNN_FUSION_OPTION}' not in f"{os.environ.get('XLA_FLAGS', '')} {args.cpu_xla_flags}":
-        parser.error(f'--cpu_xla_flags must name --{YNN_FUSION_OPTION} (with an empty value for none): otherwise our step '
-                     "compiles with YNNPACK fusions and MaxText's does not.")
+        parser.error(f'--cpu_xla_flags must name --{YNN_FUSION_OPTION} (with an empty value for none): '
+                     "otherwise our step compiles with YNNPACK fusions and MaxText's does not.")
 
     env = dict(os.environ, JAX_PLATFORMS=os.environ.get('JAX_PLATFORMS', 'cpu'))
     env['XLA_FLAGS'] = f"{env.get('XLA_FLAGS', '')} {args.cpu_xla_flags}".strip()

@@ -5,7 +5,7 @@
 On CPU, XLA can fuse dots together with the elementwise ops and reductions around them into
 YNNPACK kernels (DebugOptions.xla_cpu_experimental_ynn_fusion_type, experimental in XLA 0.10).
 By default it forms 54 such fusions in the demo LM's train step; with dots, elementwise ops
-and reductions all enabled, 137, and the step trains ~20% more tokens/s on a 2-core Xeon
+and reductions all enabled, 137, and the step trains 15-25% more tokens/s on a 2-core Xeon
 (bench/train_step.py at the video-to-audio shape: 5,050-5,510 tokens/s against 4,230-4,540;
 the main job's LM stage 1178 s against 1355 s). The same setting made the video tokenizer's
 convolutional train step about twice as slow, which is why it is a compile option of the
