@@ -119,6 +119,7 @@ def test_only_configs_with_a_demo_section_and_no_shards_build_the_demo():
 
 
 @pytest.mark.slow
+@pytest.mark.ci  # issue 7: the quick job end to end stays in .ci/run while it fits CI's budget
 def test_quick_variant_runs_the_whole_job_then_a_second_run_reuses_every_stage(tmp_path):
     command = [sys.executable, '-m', 'vp_jax.main', '--config=experiments/t2v_base.py:quick',
                f'--workdir={tmp_path}']
