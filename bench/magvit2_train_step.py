@@ -39,8 +39,8 @@ def parse_options(text: str) -> list[tuple[str, dict]]:
     if entry == "default":
       entries.append((entry, {}))
       continue
-    name, _, value = entry.partition("=")
-    if not value:
+    name, equals, value = entry.partition("=")
+    if not (name and equals):  # an empty value is a setting too: no fusions of that kind
       raise ValueError(f"--options entry {entry!r}: expected 'default' or name=value")
     entries.append((entry, {name: value}))
   return entries
