@@ -2,7 +2,7 @@
 
     python bench/magvit2_train_step.py --config=experiments/magvit2_demo.py --steps=20
     python bench/magvit2_train_step.py --config=experiments/magvit2_demo.py \
-        --options=default,xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION
+        --options="default;xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
 
 For each phase (image, then video) it jits the trainer's own step (tokenizers/magvit2/train.py
 make_phase) once per entry of --options (';'-separated; each entry 'default' or one XLA
@@ -24,7 +24,6 @@ import argparse
 import time
 
 import jax
-import numpy as np
 
 from vp_jax.config import load_config_file
 from vp_tokenizers.magvit2 import data as data_lib
