@@ -94,7 +94,6 @@ class DemoUnit:
     fps: float = 8.0
     sample_rate: int = 16000
     handwritings_per_digit: int | None = None  # None = data_pipelines.demo.HANDWRITINGS_PER_DIGIT
-    train_warp_degrees: float = 0.0  # data_pipelines.demo.demo_clip
 
     @property
     def key(self) -> str:
@@ -106,7 +105,7 @@ class DemoUnit:
         handwritings = demo.HANDWRITINGS_PER_DIGIT if self.handwritings_per_digit is None else (
             self.handwritings_per_digit)
         c = demo.demo_clip(self.split, self.index, self.seed, self.size, self.num_frames,
-                           self.fps, self.sample_rate, handwritings, self.train_warp_degrees)
+                           self.fps, self.sample_rate, handwritings)
         meta = {"source": "demo", "seed": self.seed, "index": self.index, "fps": self.fps,
                 "truth": c.truth}
         report = {"source": c.clip_id, "path": "demo", "kind": "video", "split": self.split,
@@ -118,7 +117,6 @@ class DemoUnit:
 
 def demo_units(split_counts: dict[str, int], seed: int, size: int = 32, num_frames: int = 17,
                fps: float = 8.0, sample_rate: int = 16000,
-               handwritings_per_digit: int | None = None, train_warp_degrees: float = 0.0) -> list[DemoUnit]:
-    return [DemoUnit(split, i, seed, size, num_frames, fps, sample_rate, handwritings_per_digit,
-                     train_warp_degrees)
+               handwritings_per_digit: int | None = None) -> list[DemoUnit]:
+    return [DemoUnit(split, i, seed, size, num_frames, fps, sample_rate, handwritings_per_digit)
             for split, n in split_counts.items() for i in range(n)]

@@ -82,9 +82,6 @@ def demo_config(quick: bool) -> ml_collections.ConfigDict:
     # 0.73 of the time (vp_jax/evaluation/token_probe.py), with 32 0.81. The video tokenizer
     # keeps its own 4 (video_tokenizer.data): trained on all, its tokens were harder to learn.
     demo.handwritings_per_digit = 32
-    # > 0: each training clip's digit rotated and sheared by its own angles in +-this many
-    # degrees (data_pipelines/demo/clips.py; held-out clips keep their real handwriting).
-    demo.train_warp_degrees = 0.0
     tokenizer_variant = 'quick' if quick else ''
     demo.video_tokenizer = load_config_file(os.path.join(EXPERIMENTS, 'magvit2_demo.py'), tokenizer_variant)
     demo.video_tokenizer.data.update(num_frames=demo.num_frames, height=demo.size, width=demo.size,
@@ -131,7 +128,7 @@ def get_config(arg=None):
 
     config.model = default_model_config()
     # 2 heads of 64, not 4 of 32: on 2 CPU cores the [batch, heads, length, length] attention
-    # scores dominate the step, and halving the heads trains 1.3x the tokens/s (docs/demo_results.md).
+    # scores dominate the step, and halving the heads trains 1.3x the tokens/s (README, status).
     config.model.update(vocab_size=-1, text_embedding_dim=-1, num_layers=4, d_model=128,
                         num_heads=2, head_dim=64, mlp_dim=512, max_length=672,
                         scan_layers=False, dtype='float32')
@@ -165,7 +162,7 @@ def get_config(arg=None):
     # the T2V digit score ranged 0.52-0.81 (64 clips each).
     # 5400 steps (a ~45-minute job) taught video-to-audio (pitch 0.58 against 0.08, on the older
     # random-phase tone) and continuation (direction 0.63 against 0.33) but not T2V direction
-    # (0.33): the LM's loss does not depend on the caption's direction word at all (docs/demo_results.md).
+    # (0.33): the LM's loss does not depend on the caption's direction word at all (README, status).
     config.train.batch_size = 8
     config.train.num_steps = 2200
     config.train.microbatches = 1

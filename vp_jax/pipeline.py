@@ -113,9 +113,6 @@ def check_demo_config(config: ml_collections.ConfigDict, num_devices: int | None
     if not isinstance(demo.handwritings_per_digit, int) or demo.handwritings_per_digit < 0:
         errors.append(f'config.demo.handwritings_per_digit={demo.handwritings_per_digit!r}: expected an integer '
                       '>= 0 (0 = every image of the digit).')
-    warp = demo.get('train_warp_degrees', 0.0)
-    if not isinstance(warp, (int, float)) or not 0 <= warp < 90:
-        errors.append(f'config.demo.train_warp_degrees={warp!r}: expected degrees in [0, 90) (0 = off).')
     geometry = {'num_frames': demo.num_frames, 'height': demo.size, 'width': demo.size, 'fps': demo.fps}
     video_data = demo.video_tokenizer.data
     for field, value in geometry.items():
@@ -160,7 +157,7 @@ def build_demo_clips(demo: ml_collections.ConfigDict, directory: str) -> None:
 
     counts = {split: int(n) for split, n in demo.num_clips.items()}
     units = clip_sources.demo_units(counts, demo.seed, demo.size, demo.num_frames, demo.fps, demo.sample_rate,
-                                    demo.handwritings_per_digit, demo.get('train_warp_degrees', 0.0))
+                                    demo.handwritings_per_digit)
     num_shards = {split: max(1, math.ceil(n / demo.clips_per_shard)) for split, n in counts.items()}
     result = beam_pipeline.run_pipeline(units, clip_store.RawClipEncoder(), directory, num_shards, name='demo')
     clip_store.write_store_spec(directory, result.splits, {
@@ -282,8 +279,6 @@ def make_stages(config: ml_collections.ConfigDict, workdir: str) -> dict[str, st
     geometry = {k: demo[k] for k in ('num_clips', 'seed', 'size', 'num_frames', 'fps', 'sample_rate',
                                      'clips_per_shard', 'handwritings_per_digit')}
     geometry['clips_version'] = demo_version  # a new look of the clips rebuilds every stage
-    if demo.get('train_warp_degrees', 0.0):  # off, it leaves the fingerprints of workdirs made before it
-        geometry['train_warp_degrees'] = demo.train_warp_degrees
     made: dict[str, stages.Stage] = {}
 
     def add(name: str, inputs: dict, run: Callable[[str], None], is_valid: Callable[[str], bool]):

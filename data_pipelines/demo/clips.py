@@ -10,8 +10,7 @@ ranges in parallel and a resumed job regenerates exactly what it lost.
     clip.caption "the digit three moves left quickly over the coffee photo"
     clip.truth   {"digit": 3, "direction": "left", "speed_px_per_frame": 2.0,
                   "positions": [[x, y], ...], "bounce_frames": [9], "pitch_hz": 311.1,
-                  "background": "coffee", "digit_image_index": 1234, "sprite_size": 12,
-                  "warp_degrees": [0.0, 0.0]}   # rotation, shear (train_warp_degrees)
+                  "background": "coffee", "digit_image_index": 1234, "sprite_size": 12}
 
 Speeds are 1 (slow) or 2 (fast) pixels per frame at 32x32 and scale with the frame size;
 the sprite is 3/8 of the frame side (12 px at 32x32).
@@ -109,32 +108,13 @@ def background(name: str, size: int) -> np.ndarray:
     return wash
 
 
-def warp_handwriting(ink: np.ndarray, rotate_degrees: float, shear_degrees: float) -> np.ndarray:
-    """`ink` [S, S] rotated and sheared about its centre (the same shape, zero ink outside).
-
-    A different slant and lean of the same strokes: what sets one writer's digit apart from
-    another's, without changing which digit it is.
-    """
-    side = ink.shape[0]
-    centre = np.array([(side - 1) / 2, (side - 1) / 2])
-    rotation = cv2.getRotationMatrix2D(tuple(centre), rotate_degrees, 1.0)[:, :2]
-    shear = np.array([[1.0, np.tan(np.radians(shear_degrees))], [0.0, 1.0]])
-    linear = rotation @ shear
-    matrix = np.concatenate([linear, (centre - linear @ centre)[:, None]], axis=1)
-    return cv2.warpAffine(ink, matrix, (side, side), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-
-
 def _render(background: np.ndarray, digit_image: np.ndarray, positions: np.ndarray,
-            sprite_size: int, warp: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+            sprite_size: int) -> np.ndarray:
     """uint8 [T, H, W, 3]: the sprite alpha-blended over the background at each position.
 
-    `warp` (rotation, shear) in degrees reshapes the handwriting (warp_handwriting). The ink
-    (0..1) is boosted 1.5x so strokes are solid: ink above 2/3 is fully opaque.
+    The ink (0..1) is boosted 1.5x so strokes are solid: ink above 2/3 is fully opaque.
     """
     ink = cv2.resize(digit_image, (sprite_size, sprite_size), interpolation=cv2.INTER_LINEAR)
-    if any(warp):
-        ink = warp_handwriting(ink, *warp)
     alpha = np.clip(ink * SPRITE_INK_GAIN, 0.0, 1.0)[..., None]
     frames = np.repeat(background[None], len(positions), axis=0)
     for frame, (x, y) in zip(frames, np.rint(positions).astype(np.int64)):
@@ -145,22 +125,16 @@ def _render(background: np.ndarray, digit_image: np.ndarray, positions: np.ndarr
 
 def demo_clip(split: str, index: int, seed: int, size: int = 32, num_frames: int = 17,
               fps: float = 8, sample_rate: int = 16000,
-              handwritings_per_digit: int = HANDWRITINGS_PER_DIGIT,
-              train_warp_degrees: float = 0.0) -> DemoClip:
+              handwritings_per_digit: int = HANDWRITINGS_PER_DIGIT) -> DemoClip:
     """Clip number `index` of `split` for `seed` (see the module docstring).
 
     `handwritings_per_digit` > 0 draws the digit's image from the split's first that many
-    images of it; 0 from all of them. `train_warp_degrees` > 0 rotates and shears the digit of
-    each training-split clip by its own angles, uniform in +-that many degrees (held-out
-    splits keep their real handwriting): each training image then comes in many slants. The
-    angles come from their own random stream, so the rest of the clip is what it is without.
+    images of it; 0 from all of them.
     """
     materials.check_split(split)
     _check_geometry(size, num_frames, fps, sample_rate)
     if not isinstance(handwritings_per_digit, (int, np.integer)) or handwritings_per_digit < 0:
         raise ValueError(f"handwritings_per_digit must be an int >= 0, got {handwritings_per_digit!r}")
-    if not 0.0 <= float(train_warp_degrees) < 90.0:
-        raise ValueError(f"train_warp_degrees must be in [0, 90) degrees, got {train_warp_degrees!r}")
     if index < 0:
         raise ValueError(f"demo clip index must be >= 0, got {index}")
     rng = np.random.default_rng([int(seed), materials.SPLITS.index(split), int(index)])
@@ -184,11 +158,7 @@ def demo_clip(split: str, index: int, seed: int, size: int = 32, num_frames: int
     interior = grid[(grid > 0) & (grid < limit)]
     start = tuple(int(grid[-1]) if d < 0 else 0 if d > 0 else int(rng.choice(interior)) for d in (dx, dy))
     positions, bounces = motion.bouncing_positions(start, direction, speed, num_frames, limit)
-    warp = (0.0, 0.0)
-    if train_warp_degrees and split == "train":
-        warp_rng = np.random.default_rng([int(seed), materials.SPLITS.index(split), int(index), 1])
-        warp = tuple(float(a) for a in warp_rng.uniform(-train_warp_degrees, train_warp_degrees, 2))
-    video = _render(background(background_name, size), images[pick], positions, sprite_size, warp)
+    video = _render(background(background_name, size), images[pick], positions, sprite_size)
     audio = sound.demo_audio(digit, bounces, fps, num_audio_samples(num_frames, fps, sample_rate),
                              sample_rate, rng)
     truth = {
@@ -201,7 +171,6 @@ def demo_clip(split: str, index: int, seed: int, size: int = 32, num_frames: int
         "background": background_name,
         "digit_image_index": int(image_index[pick]),
         "sprite_size": sprite_size,
-        "warp_degrees": list(warp),  # rotation, shear
     }
     return DemoClip(clip_id=f"demo-{split}-s{seed}-{index:07d}", video=video, audio=audio,
                     caption=caption_for(digit, direction, speed_word, background_name), truth=truth)
@@ -209,13 +178,11 @@ def demo_clip(split: str, index: int, seed: int, size: int = 32, num_frames: int
 
 def generate_clips(split: str, num_clips: int, seed: int, size: int = 32, num_frames: int = 17,
                    fps: float = 8, sample_rate: int = 16000, start_index: int = 0,
-                   handwritings_per_digit: int = HANDWRITINGS_PER_DIGIT,
-                   train_warp_degrees: float = 0.0) -> Iterator[DemoClip]:
+                   handwritings_per_digit: int = HANDWRITINGS_PER_DIGIT) -> Iterator[DemoClip]:
     """Yields clips `start_index .. start_index + num_clips - 1` of `split`, in order."""
     materials.check_split(split)
     _check_geometry(size, num_frames, fps, sample_rate)
     if num_clips < 0:
         raise ValueError(f"num_clips must be >= 0, got {num_clips}")
     for index in range(start_index, start_index + num_clips):
-        yield demo_clip(split, index, seed, size, num_frames, fps, sample_rate, handwritings_per_digit,
-                        train_warp_degrees)
+        yield demo_clip(split, index, seed, size, num_frames, fps, sample_rate, handwritings_per_digit)

@@ -45,7 +45,7 @@ def test_default_clip_is_17_frames_32px_with_34000_audio_samples():
     assert clip.audio.shape == (34000,)
     assert set(clip.truth) == {"digit", "direction", "speed_px_per_frame", "positions",
                                "bounce_frames", "pitch_hz", "background", "digit_image_index",
-                               "sprite_size", "warp_degrees"}
+                               "sprite_size"}
 
 
 def test_splits_use_disjoint_digit_images():
@@ -78,35 +78,6 @@ def test_each_digit_is_drawn_from_the_splits_first_few_handwritings():
         assert drawn[count] == [demo.demo_clip("train", i, seed=0, handwritings_per_digit=(
             clips.HANDWRITINGS_PER_DIGIT if count is None else count)).truth["digit_image_index"] for i in range(8)]
     assert drawn[None] != drawn[0]
-
-
-def test_training_clips_can_warp_their_handwriting_and_held_out_clips_never_do():
-    # A warp turns the digit's strokes about the sprite's centre: 90 degrees is a quarter turn
-    # (counter-clockwise on screen), no angle leaves the ink as it was.
-    ink = np.zeros((12, 12), np.float32)
-    ink[2:9, 3] = 1.0
-    ink[2, 3:8] = 1.0
-    np.testing.assert_allclose(clips.warp_handwriting(ink, 90.0, 0.0), np.rot90(ink), atol=1e-5)
-    np.testing.assert_array_equal(clips.warp_handwriting(ink, 0.0, 0.0), ink)
-    leaned = clips.warp_handwriting(ink, 0.0, 20.0)
-    assert not np.allclose(leaned, ink) and leaned.sum() == pytest.approx(ink.sum(), rel=0.15)
-    for index in range(6):
-        plain = demo.demo_clip("train", index, seed=0)
-        warped = demo.demo_clip("train", index, seed=0, train_warp_degrees=15.0)
-        rotation, shear = warped.truth["warp_degrees"]
-        assert abs(rotation) <= 15.0 and abs(shear) <= 15.0 and plain.truth["warp_degrees"] == [0.0, 0.0]
-        # Only the strokes change: caption, motion and sound are the clip's own.
-        assert warped.caption == plain.caption
-        np.testing.assert_array_equal(warped.audio, plain.audio)
-        assert warped.truth["positions"] == plain.truth["positions"]
-        assert not np.array_equal(warped.video, plain.video)
-        held_out = demo.demo_clip("test", index, seed=0, train_warp_degrees=15.0)
-        np.testing.assert_array_equal(held_out.video, demo.demo_clip("test", index, seed=0).video)
-    units = clip_sources.demo_units({"train": 2}, seed=0, train_warp_degrees=15.0)
-    assert [u.produce()[0][0].metadata["truth"]["warp_degrees"] for u in units] == [
-        demo.demo_clip("train", i, seed=0, train_warp_degrees=15.0).truth["warp_degrees"] for i in range(2)]
-    with pytest.raises(ValueError, match="train_warp_degrees"):
-        demo.demo_clip("train", 0, seed=0, train_warp_degrees=90.0)
 
 
 def test_caption_names_the_digit_direction_speed_and_background():
