@@ -24,7 +24,7 @@ after encode+decode rose from 0.73 to 0.80 and held-out video PSNR from 22.8 to 
 the main job's LM learned its ids worse in the CPU budget (validation loss at step 1800 0.454
 against 0.246): video-to-audio pitch 0.61 / 0.59 against 0.52 / 0.55, text-to-video digit
 0.875 / 0.875 against 0.97 / 0.91, image-to-video digit 0.30 against 0.61 (one run each on
-the slow 2-core host; README, status). At weight 0.25 (the network then trained 800 steps of
+the slow 2-core host; docs/demo_results.md). At weight 0.25 (the network then trained 800 steps of
 batch 128, and every frame scored) the LM learned the ids as well as without the loss, and
 video-to-audio pitch rose to 0.69 / 0.66 (0.67 over both against 0.54) with the other tasks
 about the same or better, but this stage took 1729 s against 1134 s. With this config's cheaper

@@ -128,7 +128,7 @@ def get_config(arg=None):
 
     config.model = default_model_config()
     # 2 heads of 64, not 4 of 32: on 2 CPU cores the [batch, heads, length, length] attention
-    # scores dominate the step, and halving the heads trains 1.3x the tokens/s (README, status).
+    # scores dominate the step, and halving the heads trains 1.3x the tokens/s (docs/demo_results.md).
     config.model.update(vocab_size=-1, text_embedding_dim=-1, num_layers=4, d_model=128,
                         num_heads=2, head_dim=64, mlp_dim=512, max_length=672,
                         scan_layers=False, dtype='float32')
@@ -162,7 +162,7 @@ def get_config(arg=None):
     # the T2V digit score ranged 0.52-0.81 (64 clips each).
     # 5400 steps (a ~45-minute job) taught video-to-audio (pitch 0.58 against 0.08, on the older
     # random-phase tone) and continuation (direction 0.63 against 0.33) but not T2V direction
-    # (0.33): the LM's loss does not depend on the caption's direction word at all (README, status).
+    # (0.33): the LM's loss does not depend on the caption's direction word at all (docs/demo_results.md).
     config.train.batch_size = 8
     config.train.num_steps = 2200
     config.train.microbatches = 1
@@ -175,7 +175,7 @@ def get_config(arg=None):
     config.train.z_loss_weight = 1e-4
     # Off: flipping each bit of the prefix's visual ids with probability 0.05 in training raised
     # video-to-audio pitch from 0.52 / 0.55 to 0.59 / 0.61 (test / validation) but lowered I2V digit
-    # from 0.61 to 0.50 and inpainting's from 0.22 to 0.08 (one paired 2200-step run; README, status).
+    # from 0.61 to 0.50 and inpainting's from 0.22 to 0.08 (one paired 2200-step run; docs/demo_results.md).
     # On video-to-audio alone: 0.53 / 0.64 at 0.05, within the spread of single runs; at 0.1 it
     # collapsed to chance (0.14 / 0.09).
     config.train.prefix_visual_bit_flip = 0.0

@@ -8,10 +8,10 @@ By default it forms 54 such fusions in the demo LM's train step; with dots, elem
 and reductions all enabled, 137, and the step trains 15-25% more tokens/s on a 2-core Xeon
 (bench/train_step.py at the video-to-audio shape: 5,050-5,510 tokens/s against 4,230-4,540;
 the main job's LM stage 1178 s against 1355 s); on an AMD EPYC with AVX2 only, runs with and
-without it spread over the same range (README, status). The same setting made the video tokenizer's
-convolutional train step about twice as slow, which is why it is a compile option of the
+without it spread over the same range (docs/demo_results.md). The same setting made the video
+tokenizer's convolutional train step about twice as slow, which is why it is a compile option of the
 LM's programs and not an XLA_FLAGS setting for the whole process. The sampler's programs go
-without: KV-cached decoding ran no faster with it (README, status).
+without: KV-cached decoding ran no faster with it (docs/demo_results.md).
 
 Only XLA:CPU reads the option, so programs for other devices (a GPU, or a TPU topology
 compiled ahead of time from a CPU host) get none. A user's own
