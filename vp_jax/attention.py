@@ -14,8 +14,9 @@ example, one row, two packed examples, last slot padding:
                                     q2: 1 1 1 0 0 0    q5: 0 0 0 0 0 0
 
 Kernels (`config.attention_impl`):
-  'xla'    einsum reference, float32 softmax; runs everywhere; any mask pattern; skips key
-           blocks right of the diagonal when no prefix reaches past its block.
+  'xla'    einsums with a float32 softmax and a hand-written backward (`dense_attention`);
+           runs everywhere; any mask pattern; skips key blocks right of the diagonal when
+           no prefix reaches past its block.
   'cudnn'  jax.nn.dot_product_attention(implementation='cudnn'), GPU only, with the
            dense boolean mask above.
   'splash' Pallas TPU splash attention, TPU only. Splash masks are static, so the
@@ -73,16 +74,59 @@ def kv_cache_logical_axes() -> dict[str, tuple[str, ...]]:
             'visual_run': ('batch',)}
 
 
-def dense_attention(query: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array) -> jax.Array:
-    """Every (query, key) pair computed, then masked; same contract as `xla_attention`."""
-    batch, q_length, heads, head_dim = query.shape
-    kv_heads = key.shape[2]
-    grouped = query.reshape(batch, q_length, kv_heads, heads // kv_heads, head_dim)
-    logits = jnp.einsum('btkgd,bskd->bkgts', grouped, key, preferred_element_type=jnp.float32)
+def _grouped_heads_first(query: jax.Array, kv_heads: int) -> jax.Array:
+    """[batch, length, heads, head_dim] -> [batch, kv_heads, groups, length, head_dim]."""
+    batch, length, heads, head_dim = query.shape
+    return query.reshape(batch, length, kv_heads, heads // kv_heads, head_dim).transpose(0, 2, 3, 1, 4)
+
+
+def _ungrouped_length_first(x: jax.Array) -> jax.Array:
+    """The inverse of `_grouped_heads_first`."""
+    batch, kv_heads, groups, length, head_dim = x.shape
+    return x.transpose(0, 3, 1, 2, 4).reshape(batch, length, kv_heads * groups, head_dim)
+
+
+def _heads_first(x: jax.Array) -> jax.Array:
+    """[batch, length, kv_heads, head_dim] <-> [batch, kv_heads, length, head_dim]."""
+    return x.transpose(0, 2, 1, 3)
+
+
+def _dense_forward(query, key, value, mask):
+    q, k, v = _grouped_heads_first(query, key.shape[2]), _heads_first(key), _heads_first(value)
+    logits = jnp.einsum('bkgtd,bksd->bkgts', q, k, preferred_element_type=jnp.float32)
     logits = jnp.where(mask[:, None, None], logits, _MASKED)
-    probs = jax.nn.softmax(logits, axis=-1).astype(value.dtype)
-    context = jnp.einsum('bkgts,bskd->btkgd', probs, value)
-    return context.reshape(batch, q_length, heads, head_dim)
+    exp = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
+    probs = exp / jnp.sum(exp, axis=-1, keepdims=True)  # float32 [batch, kv_heads, groups, q, kv]
+    context = jnp.einsum('bkgts,bksd->bkgtd', probs.astype(v.dtype), v)
+    return _ungrouped_length_first(context), (q, k, v, mask, probs)
+
+
+def _dense_backward(residuals, d_context):
+    q, k, v, mask, probs = residuals
+    d_context = _grouped_heads_first(d_context, k.shape[1])
+    d_value = jnp.einsum('bkgts,bkgtd->bksd', probs.astype(v.dtype), d_context)
+    d_probs = jnp.einsum('bkgtd,bksd->bkgts', d_context, v, preferred_element_type=jnp.float32)
+    d_logits = probs * (d_probs - jnp.sum(d_probs * probs, axis=-1, keepdims=True))
+    # A row with no allowed key (padding) has uniform probs; its masked logits get no gradient.
+    d_logits = jnp.where(mask[:, None, None], d_logits, 0.0).astype(q.dtype)
+    d_query = jnp.einsum('bkgts,bksd->bkgtd', d_logits, k)
+    d_key = jnp.einsum('bkgts,bkgtd->bksd', d_logits, q)
+    return _ungrouped_length_first(d_query), _heads_first(d_key), _heads_first(d_value), None
+
+
+@jax.custom_vjp
+def dense_attention(query: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array) -> jax.Array:
+    """Every (query, key) pair computed, then masked; same contract as `xla_attention`.
+
+    Heads-first layout and a hand-written backward (the softmax gradient from the saved
+    float32 probabilities): on a 2-core CPU the forward and backward at the demo LM's
+    shapes ran ~1.7-2x faster than autodiff through jax.nn.softmax in the [batch, length,
+    heads, head_dim] layout (docs/demo_results.md); the maths is the same.
+    """
+    return _dense_forward(query, key, value, mask)[0]
+
+
+dense_attention.defvjp(_dense_forward, _dense_backward)
 
 
 def _block_causal_attention(query, key, value, mask, block: int) -> jax.Array:
