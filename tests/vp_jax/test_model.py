@@ -68,7 +68,7 @@ def test_mask_follows_prefix_causal_segment_and_padding_rules():
 
 
 @pytest.mark.parametrize('prefix_length', [0, 20, 70])
-def test_causal_block_skipping_equalsdense_attention_for_any_prefix(prefix_length):
+def test_causal_block_skipping_equals_dense_attention_for_any_prefix(prefix_length):
     rng = np.random.default_rng(prefix_length)
     q, k, v = (jnp.asarray(rng.normal(size=(2, 128, heads, 8)), jnp.float32) for heads in (4, 2, 2))
     segment_ids = jnp.asarray(np.where(np.arange(128) < 100, 1, 2)[None].repeat(2, 0))
@@ -76,8 +76,13 @@ def test_causal_block_skipping_equalsdense_attention_for_any_prefix(prefix_lengt
     index = jnp.arange(128)
     mask = prefix_lm_mask(segment_ids, segment_ids, prefix, prefix, index, index)
     # Blocks of 32 rows: prefix 20 stays in block 0 (skipping is exact), 70 reaches block 2 (dense).
-    blocked = jax.jit(functools.partial(xla_attention, block=32))(q, k, v, mask)
-    np.testing.assert_allclose(blocked, dense_attention(q, k, v, mask), atol=1e-5)
+    blocked = functools.partial(xla_attention, block=32)
+    np.testing.assert_allclose(jax.jit(blocked)(q, k, v, mask), dense_attention(q, k, v, mask), atol=1e-5)
+    loss = lambda fn, q, k, v: jnp.sum(jnp.sin(fn(q, k, v, mask)))
+    grads = jax.jit(jax.grad(functools.partial(loss, blocked), argnums=(0, 1, 2)))(q, k, v)
+    expected = jax.grad(functools.partial(loss, _autodiff_attention), argnums=(0, 1, 2))(q, k, v)
+    for grad, want in zip(grads, expected):
+        np.testing.assert_allclose(grad, want, atol=1e-4)
 
 
 def _autodiff_attention(q, k, v, mask):
